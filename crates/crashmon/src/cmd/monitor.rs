@@ -1,0 +1,68 @@
+//! `crashmon monitor`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use crashmon_database::Database;
+use crashmon_monitor::MonitorConfig;
+
+use crate::Context;
+use crate::exit::{self, WithCode};
+
+/// `crashmon monitor` arguments.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Serve the one client connected on this inherited socket fd (sidecar mode; used by the handler)
+    #[arg(long, value_name = "N", conflicts_with = "socket")]
+    pub client_fd: Option<i32>,
+    /// Listen on this Unix socket path for many clients [default: $XDG_RUNTIME_DIR/crashmon/monitor.sock]
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+/// Default socket path of a shared monitor.
+pub fn default_socket() -> Option<PathBuf> {
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|d| !d.is_empty())
+        .map(|d| PathBuf::from(d).join("crashmon/monitor.sock"))
+}
+
+/// Run the monitor until its client leaves (sidecar) or forever (socket).
+pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
+    // Take the inherited fd before anything else could open (and reuse) fds.
+    let client = match args.client_fd {
+        Some(n) => Some(
+            crashmon_monitor::owned_from_inherited(n)
+                .ok_or_else(|| anyhow::anyhow!("--client-fd {n} is not an open file descriptor"))
+                .code(exit::USAGE)?,
+        ),
+        None => None,
+    };
+    let db_path = ctx.database_path()?;
+    let db = Database::open_or_create(&db_path)
+        .with_context(|| format!("cannot use the crash database {}", db_path.display()))
+        .code(exit::USAGE)?;
+    let config = MonitorConfig {
+        database: Arc::new(db),
+        after_capture: Some(Arc::new(crate::postprocess::Symbolicate::new()?)),
+        max_clients: 1024,
+    };
+    match client {
+        Some(fd) => {
+            crashmon_monitor::serve_client(&config, fd).code(exit::USAGE)?;
+        }
+        None => {
+            let path = args
+                .socket
+                .or_else(default_socket)
+                .ok_or_else(|| anyhow::anyhow!("no socket path: pass --socket or set XDG_RUNTIME_DIR"))
+                .code(exit::USAGE)?;
+            if let Err(e) = config.database.sweep_new() {
+                tracing::warn!("cannot sweep partial dumps: {e}");
+            }
+            crashmon_monitor::serve_socket(&config, &path).code(exit::USAGE)?;
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,769 @@
+//! The crashmon crash database: a directory of minidumps and their metadata.
+//!
+//! ```text
+//! <db>/                        0700, owned by us; symlinks and group/world-writable modes refused
+//!   settings.json              {"schema_version":1,"client_id":"<uuid>","uploads_enabled":false}
+//!   new/                       dumps being written and temporary files; emptied by sweep_new()
+//!   pending/<id>.dmp           finished dumps waiting for upload
+//!   pending/<id>.json          their Metadata
+//!   pending/<id>.report.json   symbolicated report (optional)
+//!   completed/                 uploaded reports, same files
+//!   failed/                    reports rejected for good, same files; also <id>.json alone
+//!                              for crashes that could not be dumped at all
+//! ```
+//!
+//! A report is in a state directory when `<state>/<id>.dmp` is there (or, for
+//! a crash without dump, when `failed/<id>.json` is there and no `.dmp` exists
+//! anywhere). Directories are created 0700 and files 0600 whatever the umask;
+//! files are opened with `O_NOFOLLOW` and created with `O_EXCL`. Report ids
+//! are always parsed UUIDs, so no name built from one can escape the database.
+//!
+//! Every change is written to a temporary file in `new/`, fsynced and renamed
+//! into place, so readers never see a partial file, and the metadata of a
+//! report is in place before its dump appears: a visible `.dmp` always has its
+//! `.json`. Files left behind by a crash midway are ignored by [`Database::list`]
+//! and removed by [`Database::sweep_new`].
+//!
+//! Concurrency: readers may run at any time. Changes to one report should come
+//! from one process at a time (the monitor commits, the uploader moves
+//! reports on); `sweep_new` must only run when no dump is being written, e.g.
+//! when the monitor starts.
+
+mod error;
+mod fsutil;
+mod metadata;
+mod signals;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+pub use error::DbError;
+use fsutil::{
+    create_dir, create_dir_all, create_file, io_err, is_file, read_file, remove_file, sync_dir,
+    validate_dir,
+};
+pub use metadata::{
+    CrashInfo, CrashKind, METADATA_SCHEMA_VERSION, Metadata, SymbolicationStatus, UploadState,
+};
+pub use signals::{signal_code_name, signal_name};
+
+/// Environment variable naming the database directory. Read by the callers
+/// (e.g. as a command-line default), not by [`default_path`].
+pub const DATABASE_ENV: &str = "CRASHMON_DATABASE";
+
+/// The default database directory: `$XDG_DATA_HOME/crashmon` if
+/// `XDG_DATA_HOME` is set (to an absolute path), else
+/// `$HOME/.local/share/crashmon`. `None` if neither variable is usable.
+pub fn default_path() -> Option<PathBuf> {
+    default_path_from(std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME"))
+}
+
+fn default_path_from(
+    xdg_data_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    let usable = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    usable(xdg_data_home)
+        .or_else(|| usable(home).map(|home| home.join(".local/share")))
+        .map(|data| data.join("crashmon"))
+}
+
+/// The id of a report: a random UUID, shown hyphenated and lowercase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ReportId(uuid::Uuid);
+
+impl ReportId {
+    /// A fresh random (v4) id.
+    pub fn new_random() -> ReportId {
+        ReportId(uuid::Uuid::new_v4())
+    }
+
+    /// The UUID.
+    pub fn as_uuid(&self) -> &uuid::Uuid {
+        &self.0
+    }
+
+    /// Parses a file name stem, accepting only the canonical hyphenated
+    /// lowercase form this crate writes.
+    fn from_file_stem(stem: &str) -> Option<ReportId> {
+        let id = ReportId(uuid::Uuid::try_parse(stem).ok()?);
+        (id.to_string() == stem).then_some(id)
+    }
+}
+
+impl From<uuid::Uuid> for ReportId {
+    fn from(uuid: uuid::Uuid) -> ReportId {
+        ReportId(uuid)
+    }
+}
+
+impl fmt::Display for ReportId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for ReportId {
+    type Err = uuid::Error;
+
+    /// Parses a full UUID (any form `uuid` accepts).
+    fn from_str(s: &str) -> Result<ReportId, uuid::Error> {
+        uuid::Uuid::try_parse(s).map(ReportId)
+    }
+}
+
+/// Where a report is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportState {
+    /// Being written (`new/`); never listed.
+    New,
+    /// Waiting for upload (`pending/`).
+    Pending,
+    /// Uploaded (`completed/`).
+    Completed,
+    /// Rejected for good (`failed/`).
+    Failed,
+}
+
+impl ReportState {
+    /// The states of finished reports, in listing order.
+    const STORED: [ReportState; 3] = [
+        ReportState::Pending,
+        ReportState::Completed,
+        ReportState::Failed,
+    ];
+
+    /// The name of this state's directory in the database.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            ReportState::New => "new",
+            ReportState::Pending => "pending",
+            ReportState::Completed => "completed",
+            ReportState::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for ReportState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.dir_name())
+    }
+}
+
+/// The files that make up a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    Dump,
+    Metadata,
+    Report,
+}
+
+impl FileKind {
+    fn suffix(self) -> &'static str {
+        match self {
+            FileKind::Dump => ".dmp",
+            FileKind::Metadata => ".json",
+            FileKind::Report => ".report.json",
+        }
+    }
+
+    /// Splits a file name of the database into report id and kind.
+    fn parse(name: &str) -> Option<(ReportId, FileKind)> {
+        [FileKind::Report, FileKind::Metadata, FileKind::Dump]
+            .into_iter()
+            .find_map(|kind| {
+                Some((
+                    ReportId::from_file_stem(name.strip_suffix(kind.suffix())?)?,
+                    kind,
+                ))
+            })
+    }
+}
+
+/// Where a finished report lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Location {
+    state: ReportState,
+    has_dump: bool,
+}
+
+/// Database-wide settings, `settings.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Schema version of the settings (1).
+    pub schema_version: u32,
+    /// Random id of this installation, sent along with uploads.
+    pub client_id: uuid::Uuid,
+    /// Whether the user agreed to upload reports.
+    #[serde(default)]
+    pub uploads_enabled: bool,
+}
+
+impl Settings {
+    /// Settings of a new database: a fresh client id, uploads disabled.
+    pub fn fresh() -> Settings {
+        Settings {
+            schema_version: 1,
+            client_id: uuid::Uuid::new_v4(),
+            uploads_enabled: false,
+        }
+    }
+}
+
+/// A dump being written to `new/<id>.dmp`. Finish it with
+/// [`Database::commit_dump`] or [`Database::abandon_dump`]; one that is
+/// simply dropped stays in `new/` until [`Database::sweep_new`].
+#[derive(Debug)]
+pub struct NewDump {
+    /// The id the report will have.
+    pub id: ReportId,
+    /// The dump file, open for writing.
+    pub file: File,
+    /// Path of the dump file.
+    pub path: PathBuf,
+}
+
+/// A finished report as found in the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its id.
+    pub id: ReportId,
+    /// Its state (never [`ReportState::New`]).
+    pub state: ReportState,
+    /// Its metadata.
+    pub metadata: Metadata,
+    /// The dump, `None` for a crash that could not be dumped.
+    pub dump_path: Option<PathBuf>,
+    /// The symbolicated report, if one has been written.
+    pub report_path: Option<PathBuf>,
+}
+
+impl Entry {
+    /// Whether the report has a minidump.
+    pub fn has_dump(&self) -> bool {
+        self.dump_path.is_some()
+    }
+
+    /// The symbolicated report's bytes, `None` if there is none (or it moved
+    /// away since this entry was read).
+    pub fn read_report(&self) -> Result<Option<Vec<u8>>, DbError> {
+        let Some(path) = &self.report_path else {
+            return Ok(None);
+        };
+        match read_file(path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("read", path)(e)),
+        }
+    }
+}
+
+/// How long a stray file must have been left alone before `sweep_new`
+/// removes it, so that it never races with a commit or move in progress.
+const ORPHAN_GRACE: Duration = Duration::from_secs(60);
+const SETTINGS_FILE: &str = "settings.json";
+
+/// An open crash database.
+#[derive(Debug, Clone)]
+pub struct Database {
+    root: PathBuf,
+}
+
+impl Database {
+    /// Opens the database at `root`, creating it if missing: `root` and any
+    /// missing parents are created 0700 (existing directories are left as
+    /// they are), then the subdirectories, then `settings.json` with a fresh
+    /// client id. The root must not be a symlink, must be owned by us and
+    /// must not be group- or world-writable.
+    pub fn open_or_create(root: &Path) -> Result<Database, DbError> {
+        let db = Database::at(root)?;
+        create_dir_all(&db.root)?;
+        validate_dir(&db.root)?;
+        for state in [ReportState::New].into_iter().chain(ReportState::STORED) {
+            create_dir(&db.dir(state))?;
+        }
+        db.validate()?;
+        db.create_settings()?;
+        Ok(db)
+    }
+
+    /// Opens an existing database; [`DbError::NotFound`] if `root` or one of
+    /// its subdirectories is missing. Validates like
+    /// [`open_or_create`](Self::open_or_create).
+    pub fn open_existing(root: &Path) -> Result<Database, DbError> {
+        let db = Database::at(root)?;
+        db.validate()?;
+        Ok(db)
+    }
+
+    fn at(root: &Path) -> Result<Database, DbError> {
+        // Absolute, so the database stays put if the process changes directory.
+        let root = std::path::absolute(root).map_err(io_err("resolve", root))?;
+        Ok(Database { root })
+    }
+
+    fn validate(&self) -> Result<(), DbError> {
+        validate_dir(&self.root)?;
+        [ReportState::New]
+            .into_iter()
+            .chain(ReportState::STORED)
+            .try_for_each(|state| validate_dir(&self.dir(state)))
+    }
+
+    /// The database directory (absolute).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn dir(&self, state: ReportState) -> PathBuf {
+        self.root.join(state.dir_name())
+    }
+
+    fn file(&self, state: ReportState, id: ReportId, kind: FileKind) -> PathBuf {
+        self.dir(state).join(format!("{id}{}", kind.suffix()))
+    }
+
+    fn settings_path(&self) -> PathBuf {
+        self.root.join(SETTINGS_FILE)
+    }
+
+    /// Reads `settings.json`.
+    pub fn settings(&self) -> Result<Settings, DbError> {
+        read_json(&self.settings_path())
+    }
+
+    /// Replaces `settings.json` atomically.
+    pub fn write_settings(&self, settings: &Settings) -> Result<(), DbError> {
+        let path = self.settings_path();
+        self.write_atomic(&path, &to_json(settings, &path)?, true)
+    }
+
+    fn create_settings(&self) -> Result<(), DbError> {
+        let path = self.settings_path();
+        if fs::symlink_metadata(&path).is_ok() {
+            return Ok(());
+        }
+        let settings = Settings::fresh();
+        // Without replacing: a concurrent creator's client id wins.
+        match self.write_atomic(&path, &to_json(&settings, &path)?, false) {
+            Err(DbError::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+            Ok(()) => {
+                let client_id = settings.client_id;
+                tracing::info!(path = %path.display(), %client_id, "created database settings");
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes `bytes` to a temporary file in `new/`, fsyncs it and moves it
+    /// to `dest` (replacing an existing file, or failing with `EEXIST` if
+    /// `replace` is false), then fsyncs `dest`'s directory.
+    fn write_atomic(&self, dest: &Path, bytes: &[u8], replace: bool) -> Result<(), DbError> {
+        let tmp = self
+            .dir(ReportState::New)
+            .join(format!("{}.tmp", uuid::Uuid::new_v4()));
+        let result = (|| {
+            let mut file = create_file(&tmp)?;
+            file.write_all(bytes)
+                .and_then(|()| file.sync_all())
+                .map_err(io_err("write", &tmp))?;
+            if replace {
+                fs::rename(&tmp, dest).map_err(io_err("move into place", dest))
+            } else {
+                fs::hard_link(&tmp, dest).map_err(io_err("create", dest))
+            }
+        })();
+        // After a rename this finds nothing; otherwise it cleans up.
+        let _ = fs::remove_file(&tmp);
+        result?;
+        sync_dir(dest.parent().unwrap_or(&self.root))
+    }
+
+    /// Deletes everything in `new/` (partial dumps of a writer that died,
+    /// temporary files) and, in the state directories, files left behind by
+    /// a commit or move interrupted more than 60 s ago: metadata or reports
+    /// without their dump (except the metadata-only records of
+    /// [`record_failure`](Self::record_failure) in `failed/`). Returns how
+    /// many files were removed. Must not run while a dump is being written.
+    pub fn sweep_new(&self) -> Result<usize, DbError> {
+        self.sweep(ORPHAN_GRACE)
+    }
+
+    fn sweep(&self, grace: Duration) -> Result<usize, DbError> {
+        let mut removed = 0;
+        for path in fsutil::dir_entries(&self.dir(ReportState::New))? {
+            match remove_file(&path) {
+                Ok(gone) => removed += usize::from(gone),
+                Err(e) => tracing::warn!("sweeping the database: {e}"),
+            }
+        }
+        let locations = self.scan()?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        for state in ReportState::STORED {
+            for path in fsutil::dir_entries(&self.dir(state))? {
+                let Some((id, kind)) = file_name(&path).and_then(FileKind::parse) else {
+                    continue;
+                };
+                // Never delete a dump; keep every file where its report is.
+                if kind == FileKind::Dump || locations.get(&id).map(|l| l.state) == Some(state) {
+                    continue;
+                }
+                // ctime, not mtime: link() and rename() update it, so it tells
+                // when the file got here.
+                let Ok(meta) = fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                let changed = Duration::new(meta.ctime().max(0).unsigned_abs(), 0);
+                if now.saturating_sub(changed) >= grace && remove_file(&path)? {
+                    tracing::info!(path = %path.display(), "removed a leftover of an interrupted change");
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "swept the crash database");
+        }
+        Ok(removed)
+    }
+
+    /// Allocates a fresh id and creates `new/<id>.dmp` (`O_CREAT|O_EXCL|O_NOFOLLOW`,
+    /// mode 0600) for the dump writer.
+    pub fn begin_dump(&self) -> Result<NewDump, DbError> {
+        let id = ReportId::new_random();
+        let path = self.file(ReportState::New, id, FileKind::Dump);
+        let file = create_file(&path)?;
+        Ok(NewDump { id, file, path })
+    }
+
+    /// Publishes a finished dump: fsyncs it, writes `metadata` to
+    /// `pending/<id>.json`, renames the dump to `pending/<id>.dmp` and fsyncs
+    /// `pending/`. The `id` of `metadata` is replaced by the dump's and
+    /// `dump_size` by the dump's actual size. On error nothing becomes
+    /// visible; the dump stays in `new/` until [`sweep_new`](Self::sweep_new).
+    pub fn commit_dump(&self, dump: NewDump, metadata: &Metadata) -> Result<ReportId, DbError> {
+        let NewDump { id, file, .. } = dump;
+        let new_path = self.file(ReportState::New, id, FileKind::Dump);
+        file.sync_all().map_err(io_err("sync", &new_path))?;
+        let size = file.metadata().map_err(io_err("inspect", &new_path))?.len();
+        drop(file);
+
+        let metadata = Metadata {
+            id,
+            dump_size: Some(size),
+            ..metadata.clone()
+        };
+        let json_path = self.file(ReportState::Pending, id, FileKind::Metadata);
+        self.write_atomic(&json_path, &to_json(&metadata, &json_path)?, true)?;
+        let dump_path = self.file(ReportState::Pending, id, FileKind::Dump);
+        if let Err(e) = fs::rename(&new_path, &dump_path) {
+            let _ = fs::remove_file(&json_path);
+            return Err(io_err("move into place", &dump_path)(e));
+        }
+        sync_dir(&self.dir(ReportState::Pending))?;
+        tracing::info!(%id, size, "crash report committed");
+        Ok(id)
+    }
+
+    /// Removes the dump of a writer that failed.
+    pub fn abandon_dump(&self, dump: NewDump) -> Result<(), DbError> {
+        let NewDump { id, file, .. } = dump;
+        drop(file);
+        remove_file(&self.file(ReportState::New, id, FileKind::Dump))?;
+        tracing::debug!(%id, "abandoned dump");
+        Ok(())
+    }
+
+    /// Records a crash that could not be dumped at all as `failed/<id>.json`
+    /// under a fresh id (replacing the `id` of `metadata`). It is listed as
+    /// [`ReportState::Failed`] without dump.
+    pub fn record_failure(&self, metadata: &Metadata) -> Result<ReportId, DbError> {
+        let id = ReportId::new_random();
+        let metadata = Metadata {
+            id,
+            ..metadata.clone()
+        };
+        let path = self.file(ReportState::Failed, id, FileKind::Metadata);
+        self.write_atomic(&path, &to_json(&metadata, &path)?, false)?;
+        tracing::info!(%id, failure = ?metadata.failure, "recorded a crash without dump");
+        Ok(id)
+    }
+
+    /// Atomically writes (or replaces) the symbolicated report of `id`,
+    /// which must be JSON.
+    pub fn write_report(&self, id: ReportId, report_json: &[u8]) -> Result<(), DbError> {
+        serde_json::from_slice::<serde::de::IgnoredAny>(report_json)
+            .map_err(|source| DbError::InvalidReport { id, source })?;
+        let location = self.locate_existing(id)?;
+        self.write_atomic(
+            &self.file(location.state, id, FileKind::Report),
+            report_json,
+            true,
+        )
+    }
+
+    /// Atomically replaces the metadata of `id`, whatever its state.
+    /// [`DbError::IdMismatch`] if `metadata.id` is not `id`.
+    pub fn update_metadata(&self, id: ReportId, metadata: &Metadata) -> Result<(), DbError> {
+        if metadata.id != id {
+            return Err(DbError::IdMismatch {
+                id,
+                metadata_id: metadata.id,
+            });
+        }
+        let location = self.locate_existing(id)?;
+        let path = self.file(location.state, id, FileKind::Metadata);
+        self.write_atomic(&path, &to_json(metadata, &path)?, true)
+    }
+
+    /// Moves report `id` to state `to` ([`Pending`](ReportState::Pending),
+    /// [`Completed`](ReportState::Completed) or [`Failed`](ReportState::Failed));
+    /// moving it to the state it is in does nothing.
+    ///
+    /// Order: the `.json` and `.report.json` are first hard-linked into the
+    /// target directory (through a temporary name in `new/`, replacing stale
+    /// copies), then the `.dmp` is renamed — the one step that changes the
+    /// state — and only then the old `.json` and `.report.json` are unlinked.
+    /// At every moment the directory holding the `.dmp` has its metadata, the
+    /// dump exists exactly once (so `list` shows the report once), and a
+    /// crash midway leaves only extra links, which `list` ignores and
+    /// `sweep_new` removes.
+    pub fn transition(&self, id: ReportId, to: ReportState) -> Result<(), DbError> {
+        let from = self.locate_existing(id)?;
+        if from.state == to {
+            return Ok(());
+        }
+        if to == ReportState::New || !from.has_dump {
+            return Err(DbError::InvalidTransition {
+                id,
+                from: from.state,
+                to,
+            });
+        }
+        for kind in [FileKind::Metadata, FileKind::Report] {
+            let src = self.file(from.state, id, kind);
+            if kind == FileKind::Report && !is_file(&src)? {
+                remove_file(&self.file(to, id, kind))?; // a stale copy
+                continue;
+            }
+            let tmp = self
+                .dir(ReportState::New)
+                .join(format!("{}.tmp", uuid::Uuid::new_v4()));
+            fs::hard_link(&src, &tmp).map_err(io_err("link", &src))?;
+            let dest = self.file(to, id, kind);
+            let renamed = fs::rename(&tmp, &dest);
+            // rename() between two links of one file does nothing and leaves
+            // `tmp` behind: `dest` is a stale copy of this same file.
+            let _ = fs::remove_file(&tmp);
+            renamed.map_err(io_err("move into place", &dest))?;
+        }
+        sync_dir(&self.dir(to))?;
+        let dump = self.file(to, id, FileKind::Dump);
+        fs::rename(self.file(from.state, id, FileKind::Dump), &dump)
+            .map_err(io_err("move into place", &dump))?;
+        sync_dir(&self.dir(to))?;
+        for kind in [FileKind::Metadata, FileKind::Report] {
+            remove_file(&self.file(from.state, id, kind))?;
+        }
+        sync_dir(&self.dir(from.state))?;
+        tracing::info!(%id, from = %from.state, %to, "crash report moved");
+        Ok(())
+    }
+
+    /// All reports in `pending/`, `completed/` and `failed/`, newest first
+    /// (by `captured_at_ms`). Reports whose metadata cannot be read are
+    /// skipped with a warning.
+    pub fn list(&self) -> Result<Vec<Entry>, DbError> {
+        let mut entries: Vec<Entry> = self
+            .scan()?
+            .into_iter()
+            .filter_map(|(id, location)| match self.entry(id, location) {
+                Ok(entry) => Some(entry),
+                Err(e) => {
+                    tracing::warn!("skipping crash report {id}: {e}");
+                    None
+                }
+            })
+            .collect();
+        entries.sort_by(|a, b| {
+            (b.metadata.captured_at_ms, b.id).cmp(&(a.metadata.captured_at_ms, a.id))
+        });
+        Ok(entries)
+    }
+
+    /// Finds a report by full id or by a prefix of at least 4 hex digits
+    /// (hyphens are ignored).
+    pub fn find(&self, query: &str) -> Result<Entry, DbError> {
+        let no_such = || DbError::NoSuchReport {
+            query: query.to_owned(),
+        };
+        if let Ok(id) = query.parse::<ReportId>() {
+            let location = self.locate(id)?.ok_or_else(no_such)?;
+            return self.entry(id, location);
+        }
+        let prefix: String = query
+            .chars()
+            .filter(|&c| c != '-')
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(DbError::InvalidQuery {
+                query: query.to_owned(),
+                reason: "not hexadecimal",
+            });
+        }
+        if prefix.len() < 4 {
+            return Err(DbError::InvalidQuery {
+                query: query.to_owned(),
+                reason: "give at least 4 hex digits",
+            });
+        }
+        let matches: Vec<(ReportId, Location)> = self
+            .scan()?
+            .into_iter()
+            .filter(|(id, _)| id.as_uuid().simple().to_string().starts_with(&prefix))
+            .collect();
+        match matches[..] {
+            [] => Err(no_such()),
+            [(id, location)] => self.entry(id, location),
+            _ => Err(DbError::AmbiguousId {
+                query: query.to_owned(),
+                count: matches.len(),
+            }),
+        }
+    }
+
+    /// Reads the entry of `id` at `location`; if it moved meanwhile, looks
+    /// for it once more.
+    fn entry(&self, id: ReportId, location: Location) -> Result<Entry, DbError> {
+        let result = self.entry_at(id, location);
+        if let Err(DbError::Io { source, .. }) = &result
+            && source.kind() == io::ErrorKind::NotFound
+        {
+            match self.locate(id)? {
+                Some(now) if now != location => return self.entry_at(id, now),
+                Some(_) => {}
+                None => {
+                    return Err(DbError::NoSuchReport {
+                        query: id.to_string(),
+                    });
+                }
+            }
+        }
+        result
+    }
+
+    fn entry_at(
+        &self,
+        id: ReportId,
+        Location { state, has_dump }: Location,
+    ) -> Result<Entry, DbError> {
+        let mut metadata: Metadata = read_json(&self.file(state, id, FileKind::Metadata))?;
+        if metadata.id != id {
+            let metadata_id = metadata.id;
+            tracing::warn!(%id, %metadata_id, "metadata carries another id; using the file name's");
+            metadata.id = id;
+        }
+        let report = self.file(state, id, FileKind::Report);
+        Ok(Entry {
+            id,
+            state,
+            metadata,
+            dump_path: has_dump.then(|| self.file(state, id, FileKind::Dump)),
+            report_path: is_file(&report)?.then_some(report),
+        })
+    }
+
+    /// Where report `id` is, if anywhere.
+    fn locate(&self, id: ReportId) -> Result<Option<Location>, DbError> {
+        for state in ReportState::STORED {
+            if is_file(&self.file(state, id, FileKind::Dump))? {
+                return Ok(Some(Location {
+                    state,
+                    has_dump: true,
+                }));
+            }
+        }
+        let failed = is_file(&self.file(ReportState::Failed, id, FileKind::Metadata))?;
+        Ok(failed.then_some(Location {
+            state: ReportState::Failed,
+            has_dump: false,
+        }))
+    }
+
+    fn locate_existing(&self, id: ReportId) -> Result<Location, DbError> {
+        self.locate(id)?.ok_or_else(|| DbError::NoSuchReport {
+            query: id.to_string(),
+        })
+    }
+
+    /// Every report of the database and where it is: each `.dmp`, plus each
+    /// `failed/<id>.json` whose id has no dump anywhere.
+    fn scan(&self) -> Result<BTreeMap<ReportId, Location>, DbError> {
+        let mut found = BTreeMap::new();
+        let mut dumpless = Vec::new();
+        for state in ReportState::STORED {
+            for path in fsutil::dir_entries(&self.dir(state))? {
+                match file_name(&path).and_then(FileKind::parse) {
+                    Some((id, FileKind::Dump)) => {
+                        if let Some(other) = found.insert(
+                            id,
+                            Location {
+                                state,
+                                has_dump: true,
+                            },
+                        ) {
+                            tracing::warn!(%id, "dump found in both {} and {state}", other.state);
+                        }
+                    }
+                    Some((id, FileKind::Metadata)) if state == ReportState::Failed => {
+                        dumpless.push(id)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for id in dumpless {
+            found.entry(id).or_insert(Location {
+                state: ReportState::Failed,
+                has_dump: false,
+            });
+        }
+        Ok(found)
+    }
+}
+
+fn file_name(path: &Path) -> Option<&str> {
+    path.file_name()?.to_str()
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, DbError> {
+    let bytes = read_file(path).map_err(io_err("read", path))?;
+    serde_json::from_slice(&bytes).map_err(|source| DbError::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn to_json<T: Serialize>(value: &T, path: &Path) -> Result<Vec<u8>, DbError> {
+    let mut json =
+        serde_json::to_vec_pretty(value).map_err(|e| io_err("encode", path)(e.into()))?;
+    json.push(b'\n');
+    Ok(json)
+}

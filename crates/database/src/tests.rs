@@ -1,0 +1,659 @@
+//! Tests against the real file system, in temporary directories.
+
+use std::collections::BTreeMap;
+use std::fs::{self, Permissions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use nix::sys::stat::{Mode, umask};
+use tempfile::TempDir;
+
+use super::*;
+
+/// The umask is process-wide and tests run in parallel: the umask test takes
+/// this for writing, every other test for reading.
+static UMASK_LOCK: RwLock<()> = RwLock::new(());
+
+struct Fixture {
+    _guard: RwLockReadGuard<'static, ()>,
+    dir: TempDir,
+    db: Database,
+}
+
+fn fixture() -> Fixture {
+    let guard = UMASK_LOCK.read().unwrap_or_else(PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_or_create(&dir.path().join("db")).unwrap();
+    Fixture {
+        _guard: guard,
+        dir,
+        db,
+    }
+}
+
+fn id(s: &str) -> ReportId {
+    s.parse().unwrap()
+}
+
+fn metadata(captured_at_ms: u64) -> Metadata {
+    let mut m = Metadata::new(
+        ReportId::new_random(),
+        captured_at_ms,
+        1234,
+        CrashInfo::from_signal(11, 1, Some(0x10), Some(1235)),
+    );
+    m.exe = Some(PathBuf::from("/usr/bin/app"));
+    m.annotations.insert("version".into(), "1.2.3".into());
+    m
+}
+
+fn commit(db: &Database, bytes: &[u8], captured_at_ms: u64) -> ReportId {
+    let mut dump = db.begin_dump().unwrap();
+    dump.file.write_all(bytes).unwrap();
+    db.commit_dump(dump, &metadata(captured_at_ms)).unwrap()
+}
+
+/// Puts a report with a chosen id straight into `pending/`.
+fn put_pending(db: &Database, id: ReportId, captured_at_ms: u64) {
+    let m = Metadata {
+        id,
+        ..metadata(captured_at_ms)
+    };
+    let dir = db.root().join("pending");
+    fs::write(
+        dir.join(format!("{id}.json")),
+        serde_json::to_vec(&m).unwrap(),
+    )
+    .unwrap();
+    fs::write(dir.join(format!("{id}.dmp")), b"MDMP").unwrap();
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+/// Restores the umask on drop, even if the test fails.
+struct UmaskGuard(Mode);
+
+impl Drop for UmaskGuard {
+    fn drop(&mut self) {
+        umask(self.0);
+    }
+}
+
+#[test]
+fn layout_has_exact_modes_whatever_the_umask() {
+    let _lock = UMASK_LOCK.write().unwrap_or_else(PoisonError::into_inner);
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp_mode = mode(tmp.path());
+    // 000 would let 0777/0666 through; 277 strips our own write bits.
+    for (i, mask) in [0o000, 0o277].into_iter().enumerate() {
+        let _restore = UmaskGuard(umask(Mode::from_bits_truncate(mask)));
+        let root = tmp.path().join(format!("parent{i}/db"));
+        let db = Database::open_or_create(&root).unwrap();
+        let id = commit(&db, b"MDMP", 1);
+        db.write_report(id, b"{}").unwrap();
+        let failed = db.record_failure(&metadata(2)).unwrap();
+
+        for dir in [root.parent().unwrap(), &root] {
+            assert_eq!(mode(dir), 0o700, "{} under umask {mask:03o}", dir.display());
+        }
+        for sub in ["new", "pending", "completed", "failed"] {
+            assert_eq!(mode(&root.join(sub)), 0o700, "{sub} under umask {mask:03o}");
+        }
+        let files = [
+            root.join("settings.json"),
+            root.join(format!("pending/{id}.dmp")),
+            root.join(format!("pending/{id}.json")),
+            root.join(format!("pending/{id}.report.json")),
+            root.join(format!("failed/{failed}.json")),
+        ];
+        for file in files {
+            assert_eq!(
+                mode(&file),
+                0o600,
+                "{} under umask {mask:03o}",
+                file.display()
+            );
+        }
+        let dump = db.begin_dump().unwrap();
+        assert_eq!(mode(&dump.path), 0o600);
+    }
+    // A directory that already existed is left alone.
+    assert_eq!(mode(tmp.path()), tmp_mode);
+}
+
+#[test]
+fn refuses_a_symlinked_root() {
+    let f = fixture();
+    let link = f.dir.path().join("link");
+    std::os::unix::fs::symlink(f.db.root(), &link).unwrap();
+    for result in [
+        Database::open_or_create(&link),
+        Database::open_existing(&link),
+    ] {
+        let err = result.unwrap_err();
+        assert!(
+            matches!(err, DbError::Symlink { ref path } if path == &link),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .ends_with("link is a symlink; refusing to use it"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn refuses_group_or_world_writable_directories() {
+    let f = fixture();
+    fs::set_permissions(f.db.root(), Permissions::from_mode(0o770)).unwrap();
+    let err = Database::open_existing(f.db.root()).unwrap_err();
+    assert!(
+        matches!(err, DbError::InsecureMode { mode: 0o770, .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("is group- or world-writable (mode 0770)"),
+        "{err}"
+    );
+    assert!(Database::open_or_create(f.db.root()).is_err());
+
+    // A readable root is fine, a world-writable subdirectory is not.
+    fs::set_permissions(f.db.root(), Permissions::from_mode(0o755)).unwrap();
+    Database::open_existing(f.db.root()).unwrap();
+    let pending = f.db.root().join("pending");
+    fs::set_permissions(&pending, Permissions::from_mode(0o703)).unwrap();
+    let err = Database::open_existing(f.db.root()).unwrap_err();
+    assert!(
+        matches!(err, DbError::InsecureMode { ref path, mode: 0o703 } if *path == pending),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn open_existing_requires_the_whole_layout() {
+    let f = fixture();
+    let missing = f.dir.path().join("nothing");
+    let err = Database::open_existing(&missing).unwrap_err();
+    assert!(
+        matches!(err, DbError::NotFound { ref path } if *path == missing),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("database directory {} does not exist", missing.display())
+    );
+    assert!(!missing.exists(), "open_existing must not create anything");
+
+    fs::remove_dir(f.db.root().join("completed")).unwrap();
+    let err = Database::open_existing(f.db.root()).unwrap_err();
+    assert!(
+        matches!(err, DbError::NotFound { ref path } if path.ends_with("completed")),
+        "{err:?}"
+    );
+    // open_or_create repairs it.
+    Database::open_or_create(f.db.root()).unwrap();
+    Database::open_existing(f.db.root()).unwrap();
+
+    let file = f.dir.path().join("file");
+    fs::write(&file, b"").unwrap();
+    let err = Database::open_or_create(&file).unwrap_err();
+    assert!(matches!(err, DbError::NotADirectory { .. }), "{err:?}");
+}
+
+#[test]
+fn commit_publishes_dump_and_metadata() {
+    let f = fixture();
+    let mut dump = f.db.begin_dump().unwrap();
+    assert_eq!(dump.path, f.db.root().join(format!("new/{}.dmp", dump.id)));
+    dump.file.write_all(b"MDMP and more").unwrap();
+    let expected = dump.id;
+    let mut m = metadata(42);
+    m.dump_size = Some(1); // replaced by the real size
+    let id = f.db.commit_dump(dump, &m).unwrap();
+
+    assert_eq!(id, expected);
+    assert_eq!(names(&f.db.root().join("new")), Vec::<String>::new());
+    assert_eq!(
+        names(&f.db.root().join("pending")),
+        [format!("{id}.dmp"), format!("{id}.json")]
+    );
+    let pending = f.db.root().join("pending");
+    assert_eq!(
+        fs::read(pending.join(format!("{id}.dmp"))).unwrap(),
+        b"MDMP and more"
+    );
+    let stored: Metadata =
+        serde_json::from_slice(&fs::read(pending.join(format!("{id}.json"))).unwrap()).unwrap();
+    assert_eq!(
+        stored,
+        Metadata {
+            id,
+            dump_size: Some(13),
+            ..m
+        }
+    );
+
+    let entries = f.db.list().unwrap();
+    assert_eq!(entries.len(), 1);
+    let entry = &entries[0];
+    assert_eq!((entry.id, entry.state), (id, ReportState::Pending));
+    assert_eq!(
+        entry.dump_path.as_deref(),
+        Some(pending.join(format!("{id}.dmp")).as_path())
+    );
+    assert_eq!(entry.report_path, None);
+    assert_eq!(entry.read_report().unwrap(), None);
+    assert_eq!(
+        entry.metadata.crash.code_name.as_deref(),
+        Some("SEGV_MAPERR")
+    );
+}
+
+#[test]
+fn abandon_removes_the_partial_dump() {
+    let f = fixture();
+    let dump = f.db.begin_dump().unwrap();
+    let path = dump.path.clone();
+    assert!(path.exists());
+    f.db.abandon_dump(dump).unwrap();
+    assert!(!path.exists());
+    assert!(f.db.list().unwrap().is_empty());
+}
+
+#[test]
+fn sweep_removes_partial_files_and_old_leftovers() {
+    let f = fixture();
+    let kept = commit(&f.db, b"MDMP", 1);
+    let failure = f.db.record_failure(&metadata(2)).unwrap();
+    let mut partial = f.db.begin_dump().unwrap();
+    partial.file.write_all(b"MD").unwrap();
+    drop(partial); // the writer died
+    drop(f.db.begin_dump().unwrap());
+    fs::write(f.db.root().join("new/junk.tmp"), b"x").unwrap();
+    // A commit interrupted between metadata and dump.
+    let orphan =
+        f.db.root()
+            .join(format!("pending/{}.json", ReportId::new_random()));
+    fs::write(&orphan, b"{}").unwrap();
+
+    assert_eq!(f.db.sweep_new().unwrap(), 3);
+    assert_eq!(names(&f.db.root().join("new")), Vec::<String>::new());
+    assert!(
+        orphan.exists(),
+        "a fresh orphan may be a commit in progress"
+    );
+
+    assert_eq!(f.db.sweep(Duration::ZERO).unwrap(), 1);
+    assert!(!orphan.exists());
+    let listed: Vec<ReportId> = f.db.list().unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(listed, [failure, kept]);
+    assert_eq!(f.db.sweep(Duration::ZERO).unwrap(), 0);
+}
+
+#[test]
+fn transition_moves_all_files() {
+    let f = fixture();
+    let id = commit(&f.db, b"MDMP", 1);
+    f.db.write_report(id, br#"{"frames":[]}"#).unwrap();
+    f.db.transition(id, ReportState::Completed).unwrap();
+
+    assert_eq!(names(&f.db.root().join("pending")), Vec::<String>::new());
+    assert_eq!(names(&f.db.root().join("new")), Vec::<String>::new());
+    assert_eq!(
+        names(&f.db.root().join("completed")),
+        [
+            format!("{id}.dmp"),
+            format!("{id}.json"),
+            format!("{id}.report.json")
+        ]
+    );
+    let entry = f.db.find(&id.to_string()).unwrap();
+    assert_eq!(entry.state, ReportState::Completed);
+    assert_eq!(entry.metadata.id, id);
+    assert_eq!(entry.read_report().unwrap().unwrap(), br#"{"frames":[]}"#);
+
+    f.db.transition(id, ReportState::Completed).unwrap(); // no-op
+    let err = f.db.transition(id, ReportState::New).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DbError::InvalidTransition {
+                from: ReportState::Completed,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    f.db.transition(id, ReportState::Failed).unwrap();
+    assert_eq!(f.db.list().unwrap()[0].state, ReportState::Failed);
+    assert_eq!(names(&f.db.root().join("completed")), Vec::<String>::new());
+
+    let unknown = ReportId::new_random();
+    let err =
+        f.db.transition(unknown, ReportState::Completed)
+            .unwrap_err();
+    assert!(matches!(err, DbError::NoSuchReport { .. }), "{err:?}");
+}
+
+#[test]
+fn interrupted_transitions_never_show_a_report_twice() {
+    let f = fixture();
+    let id = commit(&f.db, b"MDMP", 1);
+    let pending_json = f.db.root().join(format!("pending/{id}.json"));
+    // Crashed after linking the metadata into the targets, before the rename.
+    for target in ["completed", "failed"] {
+        fs::hard_link(
+            &pending_json,
+            f.db.root().join(format!("{target}/{id}.json")),
+        )
+        .unwrap();
+    }
+    let entries = f.db.list().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        (entries[0].id, entries[0].state),
+        (id, ReportState::Pending)
+    );
+
+    // Retrying replaces the stale copy.
+    f.db.transition(id, ReportState::Failed).unwrap();
+    let entries = f.db.list().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].state, ReportState::Failed);
+    assert!(entries[0].has_dump());
+
+    assert_eq!(f.db.sweep(Duration::ZERO).unwrap(), 1);
+    assert_eq!(names(&f.db.root().join("completed")), Vec::<String>::new());
+    assert_eq!(f.db.list().unwrap().len(), 1);
+}
+
+#[test]
+fn list_is_newest_first_and_skips_corrupt_metadata() {
+    let f = fixture();
+    let old = commit(&f.db, b"MDMP", 100);
+    let newest = commit(&f.db, b"MDMP", 300);
+    let middle = commit(&f.db, b"MDMP", 200);
+    let failure = f.db.record_failure(&metadata(250)).unwrap();
+    f.db.transition(middle, ReportState::Completed).unwrap();
+    let corrupt = commit(&f.db, b"MDMP", 400);
+    fs::write(
+        f.db.root().join(format!("pending/{corrupt}.json")),
+        b"{\"id\": tru",
+    )
+    .unwrap();
+    // Metadata behind a symlink is not followed.
+    let linked = commit(&f.db, b"MDMP", 500);
+    let json = f.db.root().join(format!("pending/{linked}.json"));
+    let elsewhere = f.dir.path().join("elsewhere.json");
+    fs::rename(&json, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &json).unwrap();
+    // Files that are not reports are ignored.
+    fs::write(f.db.root().join("pending/README"), b"hello").unwrap();
+    fs::write(f.db.root().join("pending/NOT-A-UUID.dmp"), b"").unwrap();
+
+    let entries = f.db.list().unwrap();
+    let listed: Vec<(ReportId, ReportState)> = entries.iter().map(|e| (e.id, e.state)).collect();
+    assert_eq!(
+        listed,
+        [
+            (newest, ReportState::Pending),
+            (failure, ReportState::Failed),
+            (middle, ReportState::Completed),
+            (old, ReportState::Pending),
+        ]
+    );
+    let err = f.db.find(&corrupt.to_string()).unwrap_err();
+    assert!(
+        matches!(err, DbError::Corrupt { ref path, .. } if path.ends_with(format!("{corrupt}.json"))),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn find_by_id_or_prefix() {
+    let f = fixture();
+    let a = id("abcd0000-0000-4000-8000-000000000001");
+    let b = id("abcd1111-0000-4000-8000-000000000002");
+    let c = id("12345678-9abc-4def-8000-000000000003");
+    for (n, id) in [a, b, c].into_iter().enumerate() {
+        put_pending(&f.db, id, n as u64);
+    }
+
+    assert_eq!(
+        f.db.find("abcd0000-0000-4000-8000-000000000001")
+            .unwrap()
+            .id,
+        a
+    );
+    assert_eq!(f.db.find("abcd0000000040008000000000000001").unwrap().id, a);
+    assert_eq!(f.db.find("abcd0").unwrap().id, a);
+    assert_eq!(f.db.find("ABCD1").unwrap().id, b);
+    assert_eq!(f.db.find("12345678-9a").unwrap().id, c);
+
+    let err = f.db.find("abcd").unwrap_err();
+    assert!(
+        matches!(err, DbError::AmbiguousId { count: 2, ref query } if query == "abcd"),
+        "{err:?}"
+    );
+    let err = f.db.find("ffff").unwrap_err();
+    assert!(
+        matches!(err, DbError::NoSuchReport { ref query } if query == "ffff"),
+        "{err:?}"
+    );
+    let err =
+        f.db.find("ffffffff-0000-4000-8000-000000000000")
+            .unwrap_err();
+    assert!(matches!(err, DbError::NoSuchReport { .. }), "{err:?}");
+    for bad in ["abc", "", "../../etc/passwd", "abcz"] {
+        let err = f.db.find(bad).unwrap_err();
+        assert!(
+            matches!(err, DbError::InvalidQuery { .. }),
+            "{bad:?}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn recorded_failures_are_failed_without_dump() {
+    let f = fixture();
+    let mut m = metadata(7);
+    m.failure = Some("ptrace refused: EPERM".into());
+    let id = f.db.record_failure(&m).unwrap();
+    assert_ne!(id, m.id, "record_failure allocates the id");
+
+    let entry = f.db.find(&id.to_string()).unwrap();
+    assert_eq!(entry.state, ReportState::Failed);
+    assert!(!entry.has_dump());
+    assert_eq!(entry.dump_path, None);
+    assert_eq!(entry.metadata, Metadata { id, ..m });
+    assert_eq!(names(&f.db.root().join("failed")), [format!("{id}.json")]);
+
+    let err = f.db.transition(id, ReportState::Completed).unwrap_err();
+    assert!(matches!(err, DbError::InvalidTransition { .. }), "{err:?}");
+    // sweep must not take it for a leftover.
+    assert_eq!(f.db.sweep(Duration::ZERO).unwrap(), 0);
+    assert_eq!(f.db.list().unwrap().len(), 1);
+}
+
+#[test]
+fn update_metadata_and_write_report() {
+    let f = fixture();
+    let id = commit(&f.db, b"MDMP", 1);
+    let mut m = f.db.find(&id.to_string()).unwrap().metadata;
+    m.upload.attempts = 3;
+    m.upload.last_error = Some("HTTP 503".into());
+    m.symbolication = Some(SymbolicationStatus::Failed {
+        reason: "no symbols".into(),
+    });
+    f.db.update_metadata(id, &m).unwrap();
+    assert_eq!(f.db.list().unwrap()[0].metadata, m);
+
+    let other = Metadata {
+        id: ReportId::new_random(),
+        ..m.clone()
+    };
+    let err = f.db.update_metadata(id, &other).unwrap_err();
+    assert!(matches!(err, DbError::IdMismatch { .. }), "{err:?}");
+    let err = f.db.update_metadata(other.id, &other).unwrap_err();
+    assert!(matches!(err, DbError::NoSuchReport { .. }), "{err:?}");
+
+    let err = f.db.write_report(id, b"not json").unwrap_err();
+    assert!(matches!(err, DbError::InvalidReport { .. }), "{err:?}");
+    f.db.write_report(id, b"[1]").unwrap();
+    f.db.write_report(id, b"[2]").unwrap();
+    assert_eq!(
+        f.db.list().unwrap()[0].read_report().unwrap().unwrap(),
+        b"[2]"
+    );
+    assert_eq!(names(&f.db.root().join("new")), Vec::<String>::new());
+}
+
+#[test]
+fn settings_round_trip_and_stable_client_id() {
+    let f = fixture();
+    let settings = f.db.settings().unwrap();
+    assert_eq!(settings.schema_version, 1);
+    assert!(!settings.uploads_enabled);
+    let raw: serde_json::Value =
+        serde_json::from_slice(&fs::read(f.db.root().join("settings.json")).unwrap()).unwrap();
+    assert_eq!(raw["client_id"], settings.client_id.to_string());
+
+    let changed = Settings {
+        uploads_enabled: true,
+        ..settings.clone()
+    };
+    f.db.write_settings(&changed).unwrap();
+    let reopened = Database::open_or_create(f.db.root()).unwrap();
+    assert_eq!(reopened.settings().unwrap(), changed);
+    assert_eq!(
+        Database::open_existing(f.db.root())
+            .unwrap()
+            .settings()
+            .unwrap()
+            .client_id,
+        settings.client_id
+    );
+
+    let other = Database::open_or_create(&f.dir.path().join("other")).unwrap();
+    assert_ne!(other.settings().unwrap().client_id, settings.client_id);
+}
+
+#[test]
+fn metadata_parses_without_optional_fields() {
+    let json = r#"{"id": "abcd0000-0000-4000-8000-000000000001",
+                   "captured_at_ms": 5, "pid": 42, "crash": {"kind": "panic"}}"#;
+    let m: Metadata = serde_json::from_str(json).unwrap();
+    let expected = Metadata::new(
+        id("abcd0000-0000-4000-8000-000000000001"),
+        5,
+        42,
+        CrashInfo::new(CrashKind::Panic),
+    );
+    assert_eq!(m, expected);
+    assert_eq!(m.schema_version, 1);
+    assert_eq!(m.upload, UploadState::default());
+
+    let mut full = metadata(9);
+    full.symbolication = Some(SymbolicationStatus::Failed {
+        reason: "boom".into(),
+    });
+    full.upload.next_attempt_ms = Some(10);
+    let value = serde_json::to_value(&full).unwrap();
+    assert_eq!(
+        value["symbolication"],
+        serde_json::json!({"status": "failed", "reason": "boom"})
+    );
+    assert_eq!(value["crash"]["kind"], "signal");
+    assert_eq!(value["crash"]["signal_name"], "SIGSEGV");
+    assert_eq!(value["id"], full.id.to_string());
+    assert_eq!(serde_json::from_value::<Metadata>(value).unwrap(), full);
+    let ok: SymbolicationStatus = serde_json::from_str(r#"{"status":"ok"}"#).unwrap();
+    assert_eq!(ok, SymbolicationStatus::Ok);
+}
+
+#[test]
+fn ids_states_and_file_names() {
+    let uuid = uuid::Uuid::parse_str("ABCD0000-0000-4000-8000-000000000001").unwrap();
+    let id = ReportId::from(uuid);
+    assert_eq!(id.to_string(), "abcd0000-0000-4000-8000-000000000001");
+    assert_eq!(id.as_uuid(), &uuid);
+    assert_eq!("abcd0000".parse::<ReportId>().ok(), None);
+    assert_ne!(ReportId::new_random(), ReportId::new_random());
+    assert_eq!(ReportState::Completed.to_string(), "completed");
+    assert_eq!(
+        serde_json::to_string(&ReportState::Failed).unwrap(),
+        r#""failed""#
+    );
+
+    let name = format!("{id}.report.json");
+    assert_eq!(FileKind::parse(&name), Some((id, FileKind::Report)));
+    assert_eq!(
+        FileKind::parse(&format!("{id}.dmp")),
+        Some((id, FileKind::Dump))
+    );
+    for bad in [
+        "ABCD0000-0000-4000-8000-000000000001.dmp",
+        "abcd000000004000800000000000001.json",
+        "../x.json",
+        ".dmp",
+    ] {
+        assert_eq!(FileKind::parse(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn default_path_prefers_xdg_data_home() {
+    let path = |xdg: Option<&str>, home: Option<&str>| {
+        default_path_from(xdg.map(Into::into), home.map(Into::into))
+    };
+    assert_eq!(
+        path(Some("/data"), Some("/home/u")),
+        Some(PathBuf::from("/data/crashmon"))
+    );
+    assert_eq!(
+        path(None, Some("/home/u")),
+        Some(PathBuf::from("/home/u/.local/share/crashmon"))
+    );
+    assert_eq!(
+        path(Some("relative"), Some("/home/u")),
+        Some(PathBuf::from("/home/u/.local/share/crashmon"))
+    );
+    assert_eq!(path(Some(""), None), None);
+    assert_eq!(path(None, None), None);
+}
+
+#[test]
+fn annotations_survive_a_round_trip_through_the_database() {
+    let f = fixture();
+    let mut m = metadata(1);
+    m.annotations = BTreeMap::from([
+        ("a".into(), "1".into()),
+        ("b\n".into(), "\"quoted\"".into()),
+    ]);
+    let mut dump = f.db.begin_dump().unwrap();
+    dump.file.write_all(b"x").unwrap();
+    let id = f.db.commit_dump(dump, &m).unwrap();
+    assert_eq!(
+        f.db.find(&id.to_string()[..8])
+            .unwrap()
+            .metadata
+            .annotations,
+        m.annotations
+    );
+}

@@ -1,0 +1,405 @@
+//! Connection handling.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crashmon_database::{CrashInfo, CrashKind, Database, Metadata, ReportId, UploadState};
+use crashmon_protocol as proto;
+use nix::sys::socket::{self, MsgFlags, sockopt};
+
+use crate::capture;
+
+/// Work done after a dump is durable and the client has been answered
+/// (symbolication, upload). Runs on the connection's thread.
+pub trait AfterCapture: Send + Sync {
+    /// Called once per report filed in `pending/`.
+    fn after_capture(&self, db: &Database, id: ReportId);
+}
+
+/// Settings of a monitor.
+#[derive(Clone)]
+pub struct MonitorConfig {
+    /// Where reports go.
+    pub database: Arc<Database>,
+    /// Post-processing hook.
+    pub after_capture: Option<Arc<dyn AfterCapture>>,
+    /// Most clients served at once on a shared socket; more are refused.
+    pub max_clients: usize,
+}
+
+impl std::fmt::Debug for MonitorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MonitorConfig")
+            .field("database", &self.database.root())
+            .field("max_clients", &self.max_clients)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors that stop a monitor (as opposed to ending one connection).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MonitorError {
+    /// The inherited client fd is not a usable socket.
+    #[error("--client-fd {fd} is not a connected Unix socket: {source}")]
+    BadClientFd {
+        /// The fd number.
+        fd: i32,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The listening socket could not be set up.
+    #[error("cannot listen on {path}: {source}")]
+    Listen {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Another process already serves that socket path.
+    #[error("{path} is already served by another process (pid {pid:?}); refusing to take it over")]
+    SocketInUse {
+        /// The socket path.
+        path: PathBuf,
+        /// The peer's pid, when known.
+        pid: Option<i32>,
+    },
+    /// The path exists and is not a stale socket of ours.
+    #[error("{path} exists and is not a crashmon socket owned by us: {why}")]
+    SocketPathTaken {
+        /// The socket path.
+        path: PathBuf,
+        /// What is there.
+        why: String,
+    },
+}
+
+/// Serve the single client connected on `fd` (the sidecar case) until it
+/// disconnects and its reports are processed.
+pub fn serve_client(config: &MonitorConfig, fd: OwnedFd) -> Result<(), MonitorError> {
+    let ty = socket::getsockopt(&fd, sockopt::SockType)
+        .map_err(|e| MonitorError::BadClientFd { fd: fd.as_raw_fd(), source: e.into() })?;
+    if ty != socket::SockType::SeqPacket {
+        return Err(MonitorError::BadClientFd {
+            fd: fd.as_raw_fd(),
+            source: io::Error::other(format!("socket type is {ty:?}, expected SeqPacket")),
+        });
+    }
+    Connection::new(config, fd).run();
+    Ok(())
+}
+
+/// Listen on `path` and serve clients until the process is stopped.
+pub fn serve_socket(config: &MonitorConfig, path: &Path) -> Result<(), MonitorError> {
+    let listener = bind(path)?;
+    tracing::info!(socket = %path.display(), "monitor listening");
+    let active = Arc::new(AtomicUsize::new(0));
+    loop {
+        let fd = match socket::accept4(listener.as_raw_fd(), socket::SockFlag::SOCK_CLOEXEC) {
+            Ok(fd) => fd,
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::ECONNABORTED) => continue,
+            Err(e @ (nix::errno::Errno::EMFILE | nix::errno::Errno::ENFILE)) => {
+                tracing::warn!("accept: {e}; backing off");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                continue;
+            }
+            Err(e) => {
+                tracing::error!("accept: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+        };
+        let fd = crate::sys::owned_from_accept(fd);
+        if active.load(Ordering::SeqCst) >= config.max_clients {
+            tracing::warn!(max = config.max_clients, "too many clients; refusing a connection");
+            continue;
+        }
+        active.fetch_add(1, Ordering::SeqCst);
+        let config = config.clone();
+        let counter = Arc::clone(&active);
+        let spawned = std::thread::Builder::new().name("crashmon-client".into()).spawn(move || {
+            Connection::new(&config, fd).run();
+            counter.fetch_sub(1, Ordering::SeqCst);
+        });
+        if let Err(e) = spawned {
+            active.fetch_sub(1, Ordering::SeqCst);
+            tracing::error!("cannot start a client thread: {e}");
+        }
+    }
+}
+
+fn bind(path: &Path) -> Result<OwnedFd, MonitorError> {
+    let listen_err = |source: io::Error| MonitorError::Listen { path: path.to_path_buf(), source };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        use std::os::unix::fs::DirBuilderExt;
+        if !dir.exists() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(listen_err)?;
+        }
+    }
+    let addr = socket::UnixAddr::new(path).map_err(|e| listen_err(e.into()))?;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => {
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            if !meta.file_type().is_socket() {
+                return Err(MonitorError::SocketPathTaken { path: path.into(), why: "not a socket".into() });
+            }
+            if meta.uid() != nix::unistd::geteuid().as_raw() {
+                return Err(MonitorError::SocketPathTaken {
+                    path: path.into(),
+                    why: format!("owned by uid {}", meta.uid()),
+                });
+            }
+            // Is someone serving it? Only a socket nobody answers is stale.
+            let probe = socket::socket(
+                socket::AddressFamily::Unix,
+                socket::SockType::SeqPacket,
+                socket::SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .map_err(|e| listen_err(e.into()))?;
+            match socket::connect(probe.as_raw_fd(), &addr) {
+                Ok(()) => {
+                    let pid = socket::getsockopt(&probe, sockopt::PeerCredentials).ok().map(|c| c.pid());
+                    return Err(MonitorError::SocketInUse { path: path.into(), pid });
+                }
+                Err(nix::errno::Errno::ECONNREFUSED) => {
+                    tracing::info!(socket = %path.display(), "removing stale socket");
+                    std::fs::remove_file(path).map_err(listen_err)?;
+                }
+                Err(e) => return Err(listen_err(e.into())),
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(listen_err(e)),
+    }
+    let fd = socket::socket(
+        socket::AddressFamily::Unix,
+        socket::SockType::SeqPacket,
+        socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| listen_err(e.into()))?;
+    // Create the socket file 0600 whatever the umask.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = socket::bind(fd.as_raw_fd(), &addr);
+    nix::sys::stat::umask(old);
+    bound.map_err(|e| listen_err(e.into()))?;
+    socket::listen(&fd, socket::Backlog::new(128).unwrap_or(socket::Backlog::MAXCONN))
+        .map_err(|e| listen_err(e.into()))?;
+    Ok(fd)
+}
+
+/// One client connection.
+struct Connection<'a> {
+    config: &'a MonitorConfig,
+    fd: OwnedFd,
+    peer_pid: i32,
+    peer_uid: u32,
+    greeted: bool,
+}
+
+impl<'a> Connection<'a> {
+    fn new(config: &'a MonitorConfig, fd: OwnedFd) -> Self {
+        Connection { config, fd, peer_pid: 0, peer_uid: u32::MAX, greeted: false }
+    }
+
+    fn run(mut self) {
+        // Credentials first: nothing from a stranger is decoded.
+        match socket::getsockopt(&self.fd, sockopt::PeerCredentials) {
+            Ok(cred) => {
+                self.peer_pid = cred.pid();
+                self.peer_uid = cred.uid();
+            }
+            Err(e) => {
+                tracing::warn!("cannot read peer credentials: {e}; dropping connection");
+                return;
+            }
+        }
+        let me = nix::unistd::geteuid().as_raw();
+        if self.peer_uid != me {
+            tracing::warn!(peer_uid = self.peer_uid, peer_pid = self.peer_pid, "refusing a client of another user");
+            return;
+        }
+        let mut buf = vec![0u8; proto::MAX_MESSAGE_LEN + 1];
+        loop {
+            let n = match socket::recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(0) => {
+                    tracing::debug!(pid = self.peer_pid, "client disconnected");
+                    return;
+                }
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::debug!(pid = self.peer_pid, "recv: {e}");
+                    return;
+                }
+            };
+            if n > proto::MAX_MESSAGE_LEN {
+                tracing::warn!(pid = self.peer_pid, "oversized message; dropping connection");
+                return;
+            }
+            let msg = match proto::decode(&buf[..n]) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(pid = self.peer_pid, "malformed message: {e}; dropping connection");
+                    return;
+                }
+            };
+            if !self.handle(msg) {
+                return;
+            }
+        }
+    }
+
+    /// Returns false to end the connection.
+    fn handle(&mut self, msg: proto::Message<'_>) -> bool {
+        match msg {
+            proto::Message::Hello(h) => {
+                if h.pid as i32 != self.peer_pid {
+                    tracing::warn!(claimed = h.pid, peer_pid = self.peer_pid, "client claims another pid; dropping");
+                    return false;
+                }
+                self.greeted = true;
+                self.send(&proto::Message::HelloAck(proto::HelloAck { monitor_pid: std::process::id() }))
+            }
+            proto::Message::DumpRequest(req) => {
+                if !self.greeted {
+                    tracing::warn!(pid = self.peer_pid, "dump request before hello; dropping");
+                    return false;
+                }
+                if req.pid as i32 != self.peer_pid {
+                    tracing::warn!(
+                        claimed = req.pid,
+                        peer_pid = self.peer_pid,
+                        "dump request for another pid refused (a forked child without its own connection?)"
+                    );
+                    let reason = format!("pid {} is not the connected process {}", req.pid, self.peer_pid);
+                    return self.send(&proto::Message::DumpFailed(proto::DumpFailed {
+                        errno: nix::errno::Errno::EPERM as i32,
+                        reason: reason.as_bytes(),
+                    }));
+                }
+                self.dump(&req)
+            }
+            other => {
+                tracing::warn!(pid = self.peer_pid, "unexpected message {:?}; dropping", kind_name(&other));
+                false
+            }
+        }
+    }
+
+    fn send(&self, msg: &proto::Message<'_>) -> bool {
+        let mut buf = [0u8; proto::MAX_MESSAGE_LEN];
+        let Ok(n) = proto::encode(msg, &mut buf) else { return false };
+        match socket::send(self.fd.as_raw_fd(), &buf[..n], MsgFlags::MSG_NOSIGNAL) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(pid = self.peer_pid, "send: {e}");
+                false
+            }
+        }
+    }
+
+    fn dump(&self, req: &proto::DumpRequest<'_>) -> bool {
+        let db = &self.config.database;
+        let pid = req.pid as i32;
+        let tid = req.tid as i32;
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        let mut metadata = Metadata {
+            schema_version: 1,
+            id: ReportId::new_random(),
+            captured_at_ms: now_ms(),
+            pid,
+            exe,
+            crash: crash_info(req),
+            annotations: BTreeMap::new(),
+            dump_size: None,
+            symbolication: None,
+            upload: UploadState::default(),
+            failure: None,
+        };
+        let started = std::time::Instant::now();
+        let result = db.begin_dump().map_err(|e| e.to_string()).and_then(|mut new| {
+            metadata.id = new.id;
+            let context = (req.kind == proto::CrashKind::Signal).then_some(req.context);
+            match capture::write_minidump(pid, tid, context, &mut new.file) {
+                Ok(c) => {
+                    metadata.dump_size = Some(c.size);
+                    db.commit_dump(new, &metadata).map_err(|e| e.to_string())
+                }
+                Err(e) => {
+                    if let Err(ae) = db.abandon_dump(new) {
+                        tracing::warn!("cannot remove the partial dump: {ae}");
+                    }
+                    Err(e.to_string())
+                }
+            }
+        });
+        match result {
+            Ok(id) => {
+                tracing::info!(
+                    pid,
+                    tid,
+                    report = %id,
+                    signal = metadata.crash.signal_name.as_deref().unwrap_or("-"),
+                    ms = started.elapsed().as_millis() as u64,
+                    "dump written"
+                );
+                let ok = self.send(&proto::Message::DumpComplete(proto::DumpComplete { report_id: *id.as_uuid().as_bytes() }));
+                if let Some(hook) = &self.config.after_capture {
+                    hook.after_capture(db, id);
+                }
+                ok
+            }
+            Err(reason) => {
+                tracing::error!(pid, tid, "no dump: {reason}");
+                metadata.failure = Some(reason.clone());
+                if let Err(e) = db.record_failure(&metadata) {
+                    tracing::error!("cannot record the failure in the database: {e}");
+                }
+                self.send(&proto::Message::DumpFailed(proto::DumpFailed { errno: 0, reason: reason.as_bytes() }))
+            }
+        }
+    }
+}
+
+fn kind_name(msg: &proto::Message<'_>) -> &'static str {
+    match msg {
+        proto::Message::Hello(_) => "Hello",
+        proto::Message::HelloAck(_) => "HelloAck",
+        proto::Message::DumpRequest(_) => "DumpRequest",
+        proto::Message::DumpComplete(_) => "DumpComplete",
+        proto::Message::DumpFailed(_) => "DumpFailed",
+    }
+}
+
+fn crash_info(req: &proto::DumpRequest<'_>) -> CrashInfo {
+    let kind = match req.kind {
+        proto::CrashKind::Signal => CrashKind::Signal,
+        proto::CrashKind::Panic => CrashKind::Panic,
+        proto::CrashKind::Requested => CrashKind::Requested,
+    };
+    let has_signal = req.signo > 0;
+    CrashInfo {
+        kind,
+        signal: has_signal.then_some(req.signo),
+        signal_name: crashmon_database::signal_name(req.signo).map(str::to_owned),
+        code: has_signal.then_some(req.code),
+        code_name: crashmon_database::signal_code_name(req.signo, req.code).map(str::to_owned),
+        address: has_signal.then_some(req.address),
+        tid: Some(req.tid as i32),
+        message: (!req.message.is_empty()).then(|| String::from_utf8_lossy(req.message).into_owned()),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+

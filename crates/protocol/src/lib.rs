@@ -1,0 +1,538 @@
+//! The wire format between the in-process crash handler and the crashmon monitor.
+//!
+//! Every message is one datagram on a `SOCK_SEQPACKET` Unix socket: a fixed
+//! 16-byte [`Header`] followed by a payload whose size is fixed by the message
+//! kind. Decoding checks the magic, the version, the kind and that the datagram
+//! is exactly as long as that kind requires; it never allocates and never trusts
+//! a length chosen by the peer. Encoding writes into a caller-provided buffer, so
+//! the handler can build a message inside a signal handler.
+//!
+//! The crate is `no_std` and has no dependencies: it is shared by code that runs
+//! in a signal handler and by the monitor.
+#![no_std]
+
+/// `b"CMON"` as a little-endian `u32`.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"CMON");
+/// Protocol version; bumped on any incompatible change.
+pub const VERSION: u16 = 1;
+/// Size of the [`Header`] on the wire.
+pub const HEADER_LEN: usize = 16;
+/// Capacity reserved for the raw crash context (registers, signal info) in a
+/// [`DumpRequest`]. The monitor checks the exact length it expects for its
+/// platform; this is only the upper bound of the field.
+pub const CONTEXT_CAPACITY: usize = 2048;
+/// Capacity of the free-text reason in [`DumpFailed`] and of the message in
+/// [`DumpRequest`].
+pub const TEXT_CAPACITY: usize = 256;
+/// The largest datagram of this protocol; a receive buffer of this size always
+/// holds a whole message, so anything longer is malformed by definition.
+pub const MAX_MESSAGE_LEN: usize = HEADER_LEN + DumpRequest::PAYLOAD_LEN;
+
+/// What a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Kind {
+    /// Client → monitor, first message on a connection.
+    Hello = 1,
+    /// Monitor → client, answer to [`Kind::Hello`].
+    HelloAck = 2,
+    /// Client → monitor: dump this process now.
+    DumpRequest = 3,
+    /// Monitor → client: the dump is durable on disk.
+    DumpComplete = 4,
+    /// Monitor → client: no dump could be written.
+    DumpFailed = 5,
+}
+
+impl Kind {
+    fn from_u16(v: u16) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Hello,
+            2 => Kind::HelloAck,
+            3 => Kind::DumpRequest,
+            4 => Kind::DumpComplete,
+            5 => Kind::DumpFailed,
+            _ => return None,
+        })
+    }
+
+    /// The exact payload length of this kind.
+    pub const fn payload_len(self) -> usize {
+        match self {
+            Kind::Hello => Hello::PAYLOAD_LEN,
+            Kind::HelloAck => HelloAck::PAYLOAD_LEN,
+            Kind::DumpRequest => DumpRequest::PAYLOAD_LEN,
+            Kind::DumpComplete => DumpComplete::PAYLOAD_LEN,
+            Kind::DumpFailed => DumpFailed::PAYLOAD_LEN,
+        }
+    }
+}
+
+/// Why a datagram was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than a header.
+    TooShort {
+        /// Bytes received.
+        len: usize,
+    },
+    /// The first four bytes are not [`MAGIC`].
+    BadMagic(u32),
+    /// A version this build does not speak.
+    UnsupportedVersion(u16),
+    /// An unknown message kind.
+    UnknownKind(u16),
+    /// The datagram length does not match what the kind requires.
+    BadLength {
+        /// The kind named in the header.
+        kind: Kind,
+        /// Payload bytes expected for that kind.
+        expected: usize,
+        /// Payload bytes present (or claimed by the header).
+        actual: usize,
+    },
+    /// A field holds a value outside its domain.
+    BadField(&'static str),
+}
+
+impl core::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DecodeError::TooShort { len } => write!(f, "message of {len} bytes is shorter than the {HEADER_LEN}-byte header"),
+            DecodeError::BadMagic(m) => write!(f, "bad magic 0x{m:08x}"),
+            DecodeError::UnsupportedVersion(v) => write!(f, "unsupported protocol version {v} (this build speaks {VERSION})"),
+            DecodeError::UnknownKind(k) => write!(f, "unknown message kind {k}"),
+            DecodeError::BadLength { kind, expected, actual } => {
+                write!(f, "{kind:?} payload must be {expected} bytes, got {actual}")
+            }
+            DecodeError::BadField(name) => write!(f, "invalid value in field {name}"),
+        }
+    }
+}
+
+/// Why a message could not be encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodeError {
+    /// The output buffer is too small.
+    BufferTooSmall,
+    /// A variable part is longer than its fixed capacity.
+    TooLong,
+}
+
+/// The fixed header in front of every message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// What follows.
+    pub kind: Kind,
+    /// Length of the payload after the header.
+    pub payload_len: u32,
+}
+
+/// Why a dump is requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum CrashKind {
+    /// A fatal signal.
+    Signal = 1,
+    /// A Rust panic (the process aborts after the dump).
+    Panic = 2,
+    /// A dump the application asked for without crashing.
+    Requested = 3,
+}
+
+impl CrashKind {
+    fn from_u32(v: u32) -> Option<CrashKind> {
+        Some(match v {
+            1 => CrashKind::Signal,
+            2 => CrashKind::Panic,
+            3 => CrashKind::Requested,
+            _ => return None,
+        })
+    }
+}
+
+/// Client → monitor: who is speaking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello {
+    /// The client's pid as it sees itself (checked against `SO_PEERCRED`).
+    pub pid: u32,
+    /// Reserved feature bits; zero.
+    pub flags: u32,
+}
+
+impl Hello {
+    /// Payload bytes on the wire.
+    pub const PAYLOAD_LEN: usize = 8;
+}
+
+/// Monitor → client: connection accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloAck {
+    /// The monitor's pid (the only process the client lets ptrace it).
+    pub monitor_pid: u32,
+}
+
+impl HelloAck {
+    /// Payload bytes on the wire.
+    pub const PAYLOAD_LEN: usize = 8;
+}
+
+/// Client → monitor: write a minidump of me now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpRequest<'a> {
+    /// Why.
+    pub kind: CrashKind,
+    /// Signal number (0 for a requested dump).
+    pub signo: i32,
+    /// `si_code` of the signal.
+    pub code: i32,
+    /// Process id of the crashing process.
+    pub pid: u32,
+    /// Thread id of the crashing thread.
+    pub tid: u32,
+    /// Fault address (`si_addr`) or 0.
+    pub address: u64,
+    /// Raw platform crash context (the bytes of `crash_context::CrashContext`).
+    pub context: &'a [u8],
+    /// Short UTF-8 text (panic message, reason); may be truncated at a char
+    /// boundary by the encoder.
+    pub message: &'a [u8],
+}
+
+impl DumpRequest<'_> {
+    /// Payload bytes on the wire (fixed whatever the context and message length).
+    pub const PAYLOAD_LEN: usize = 4 + 4 + 4 + 4 + 4 + 4 + 8 + 4 + 4 + CONTEXT_CAPACITY + TEXT_CAPACITY;
+}
+
+/// Monitor → client: the dump is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpComplete {
+    /// The report id (a UUID's 16 bytes).
+    pub report_id: [u8; 16],
+}
+
+impl DumpComplete {
+    /// Payload bytes on the wire.
+    pub const PAYLOAD_LEN: usize = 16;
+}
+
+/// Monitor → client: no dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpFailed<'a> {
+    /// An errno-like code, 0 if none applies.
+    pub errno: i32,
+    /// Human-readable reason (UTF-8, possibly truncated).
+    pub reason: &'a [u8],
+}
+
+impl DumpFailed<'_> {
+    /// Payload bytes on the wire.
+    pub const PAYLOAD_LEN: usize = 4 + 4 + TEXT_CAPACITY;
+}
+
+/// A decoded message, borrowing variable parts from the receive buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// See [`Hello`].
+    Hello(Hello),
+    /// See [`HelloAck`].
+    HelloAck(HelloAck),
+    /// See [`DumpRequest`].
+    DumpRequest(DumpRequest<'a>),
+    /// See [`DumpComplete`].
+    DumpComplete(DumpComplete),
+    /// See [`DumpFailed`].
+    DumpFailed(DumpFailed<'a>),
+}
+
+/// Little-endian cursor over a byte slice; every read is bounds-checked by the
+/// caller having validated the total length first.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: usize) -> &'a [u8] {
+        let out = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        out
+    }
+    fn u16(&mut self) -> u16 {
+        let b = self.bytes(2);
+        u16::from_le_bytes([b[0], b[1]])
+    }
+    fn u32(&mut self) -> u32 {
+        let b = self.bytes(4);
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+    fn i32(&mut self) -> i32 {
+        self.u32() as i32
+    }
+    fn u64(&mut self) -> u64 {
+        let b = self.bytes(8);
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        u64::from_le_bytes(a)
+    }
+    /// A `len: u32` followed by `cap` bytes of which the first `len` count.
+    fn sized(&mut self, cap: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        let len = self.u32() as usize;
+        let all = self.bytes(cap);
+        if len > cap {
+            return Err(DecodeError::BadField(field));
+        }
+        Ok(&all[..len])
+    }
+}
+
+struct Writer<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, b: &[u8]) {
+        self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
+        self.pos += b.len();
+    }
+    fn sized(&mut self, data: &[u8], cap: usize) {
+        let n = data.len().min(cap);
+        self.put(&(n as u32).to_le_bytes());
+        self.put(&data[..n]);
+        self.buf[self.pos..self.pos + (cap - n)].fill(0);
+        self.pos += cap - n;
+    }
+}
+
+/// Decode the header of a datagram.
+pub fn decode_header(buf: &[u8]) -> Result<Header, DecodeError> {
+    if buf.len() < HEADER_LEN {
+        return Err(DecodeError::TooShort { len: buf.len() });
+    }
+    let mut r = Reader { buf, pos: 0 };
+    let magic = r.u32();
+    if magic != MAGIC {
+        return Err(DecodeError::BadMagic(magic));
+    }
+    let version = r.u16();
+    if version != VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let raw_kind = r.u16();
+    let kind = Kind::from_u16(raw_kind).ok_or(DecodeError::UnknownKind(raw_kind))?;
+    let payload_len = r.u32();
+    let expected = kind.payload_len();
+    if payload_len as usize != expected {
+        return Err(DecodeError::BadLength { kind, expected, actual: payload_len as usize });
+    }
+    Ok(Header { kind, payload_len })
+}
+
+/// Decode one whole datagram.
+pub fn decode(buf: &[u8]) -> Result<Message<'_>, DecodeError> {
+    let header = decode_header(buf)?;
+    let expected = header.kind.payload_len();
+    let actual = buf.len() - HEADER_LEN;
+    if actual != expected {
+        return Err(DecodeError::BadLength { kind: header.kind, expected, actual });
+    }
+    let mut r = Reader { buf, pos: HEADER_LEN };
+    Ok(match header.kind {
+        Kind::Hello => Message::Hello(Hello { pid: r.u32(), flags: r.u32() }),
+        Kind::HelloAck => {
+            let monitor_pid = r.u32();
+            let _reserved = r.u32();
+            Message::HelloAck(HelloAck { monitor_pid })
+        }
+        Kind::DumpRequest => {
+            let kind = CrashKind::from_u32(r.u32()).ok_or(DecodeError::BadField("kind"))?;
+            let signo = r.i32();
+            let code = r.i32();
+            let pid = r.u32();
+            let tid = r.u32();
+            let _reserved = r.u32();
+            let address = r.u64();
+            let context = r.sized(CONTEXT_CAPACITY, "context")?;
+            let message = r.sized(TEXT_CAPACITY, "message")?;
+            if pid == 0 || tid == 0 {
+                return Err(DecodeError::BadField("pid/tid"));
+            }
+            Message::DumpRequest(DumpRequest { kind, signo, code, pid, tid, address, context, message })
+        }
+        Kind::DumpComplete => {
+            let mut report_id = [0u8; 16];
+            report_id.copy_from_slice(r.bytes(16));
+            Message::DumpComplete(DumpComplete { report_id })
+        }
+        Kind::DumpFailed => {
+            let errno = r.i32();
+            let reason = r.sized(TEXT_CAPACITY, "reason")?;
+            Message::DumpFailed(DumpFailed { errno, reason })
+        }
+    })
+}
+
+fn header(w: &mut Writer<'_>, kind: Kind) {
+    w.put(&MAGIC.to_le_bytes());
+    w.put(&VERSION.to_le_bytes());
+    w.put(&(kind as u16).to_le_bytes());
+    w.put(&(kind.payload_len() as u32).to_le_bytes());
+    w.put(&0u32.to_le_bytes());
+}
+
+/// Largest prefix of `s` that fits `cap` bytes without splitting a UTF-8 char.
+fn utf8_prefix(s: &[u8], cap: usize) -> &[u8] {
+    if s.len() <= cap {
+        return s;
+    }
+    let mut end = cap;
+    // Back off continuation bytes (0b10xx_xxxx).
+    while end > 0 && (s[end] & 0xC0) == 0x80 {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Encode a message into `buf`; returns the number of bytes to send.
+///
+/// Signal-safe: no allocation, no locks. A context longer than
+/// [`CONTEXT_CAPACITY`] is an error; text longer than [`TEXT_CAPACITY`] is
+/// truncated at a UTF-8 boundary.
+pub fn encode(msg: &Message<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
+    let kind = match msg {
+        Message::Hello(_) => Kind::Hello,
+        Message::HelloAck(_) => Kind::HelloAck,
+        Message::DumpRequest(_) => Kind::DumpRequest,
+        Message::DumpComplete(_) => Kind::DumpComplete,
+        Message::DumpFailed(_) => Kind::DumpFailed,
+    };
+    let total = HEADER_LEN + kind.payload_len();
+    if buf.len() < total {
+        return Err(EncodeError::BufferTooSmall);
+    }
+    let mut w = Writer { buf, pos: 0 };
+    header(&mut w, kind);
+    match msg {
+        Message::Hello(h) => {
+            w.put(&h.pid.to_le_bytes());
+            w.put(&h.flags.to_le_bytes());
+        }
+        Message::HelloAck(a) => {
+            w.put(&a.monitor_pid.to_le_bytes());
+            w.put(&0u32.to_le_bytes());
+        }
+        Message::DumpRequest(d) => {
+            if d.context.len() > CONTEXT_CAPACITY {
+                return Err(EncodeError::TooLong);
+            }
+            w.put(&(d.kind as u32).to_le_bytes());
+            w.put(&d.signo.to_le_bytes());
+            w.put(&d.code.to_le_bytes());
+            w.put(&d.pid.to_le_bytes());
+            w.put(&d.tid.to_le_bytes());
+            w.put(&0u32.to_le_bytes());
+            w.put(&d.address.to_le_bytes());
+            w.sized(d.context, CONTEXT_CAPACITY);
+            w.sized(utf8_prefix(d.message, TEXT_CAPACITY), TEXT_CAPACITY);
+        }
+        Message::DumpComplete(c) => w.put(&c.report_id),
+        Message::DumpFailed(f) => {
+            w.put(&f.errno.to_le_bytes());
+            w.sized(utf8_prefix(f.reason, TEXT_CAPACITY), TEXT_CAPACITY);
+        }
+    }
+    debug_assert_eq!(w.pos, total);
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(msg: Message<'_>) {
+        let mut buf = [0u8; MAX_MESSAGE_LEN];
+        let n = encode(&msg, &mut buf).unwrap();
+        assert_eq!(decode(&buf[..n]).unwrap(), msg);
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        roundtrip(Message::Hello(Hello { pid: 42, flags: 0 }));
+        roundtrip(Message::HelloAck(HelloAck { monitor_pid: 7 }));
+        let ctx = [0xABu8; 1000];
+        roundtrip(Message::DumpRequest(DumpRequest {
+            kind: CrashKind::Signal,
+            signo: 11,
+            code: 1,
+            pid: 10,
+            tid: 11,
+            address: 0xdead_beef,
+            context: &ctx,
+            message: b"boom",
+        }));
+        roundtrip(Message::DumpComplete(DumpComplete { report_id: [3; 16] }));
+        roundtrip(Message::DumpFailed(DumpFailed { errno: 1, reason: b"ptrace: EPERM" }));
+    }
+
+    #[test]
+    fn rejects_short_bad_magic_version_kind_and_length() {
+        let mut buf = [0u8; MAX_MESSAGE_LEN];
+        let n = encode(&Message::Hello(Hello { pid: 1, flags: 0 }), &mut buf).unwrap();
+        assert_eq!(decode(&buf[..3]), Err(DecodeError::TooShort { len: 3 }));
+        let mut bad = buf;
+        bad[0] ^= 0xff;
+        assert!(matches!(decode(&bad[..n]), Err(DecodeError::BadMagic(_))));
+        let mut bad = buf;
+        bad[4] = 99;
+        assert_eq!(decode(&bad[..n]), Err(DecodeError::UnsupportedVersion(99)));
+        let mut bad = buf;
+        bad[6] = 200;
+        assert_eq!(decode(&bad[..n]), Err(DecodeError::UnknownKind(200)));
+        // Truncated and over-long datagrams.
+        assert!(matches!(decode(&buf[..n - 1]), Err(DecodeError::BadLength { .. })));
+        assert!(matches!(decode(&buf[..n + 1]), Err(DecodeError::BadLength { .. })));
+        // A header claiming a huge payload is refused from the header alone.
+        let mut bad = buf;
+        bad[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(decode_header(&bad[..n]), Err(DecodeError::BadLength { actual, .. }) if actual == u32::MAX as usize));
+    }
+
+    #[test]
+    fn inner_lengths_are_bounded() {
+        let mut buf = [0u8; MAX_MESSAGE_LEN];
+        let n = encode(&Message::DumpFailed(DumpFailed { errno: 0, reason: b"x" }), &mut buf).unwrap();
+        // Claim a reason longer than its capacity.
+        buf[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&(TEXT_CAPACITY as u32 + 1).to_le_bytes());
+        assert_eq!(decode(&buf[..n]), Err(DecodeError::BadField("reason")));
+    }
+
+    #[test]
+    fn oversize_context_is_an_encode_error_and_text_is_cut_on_char_boundary() {
+        let mut buf = [0u8; MAX_MESSAGE_LEN];
+        let ctx = [0u8; CONTEXT_CAPACITY + 1];
+        let req = DumpRequest { kind: CrashKind::Panic, signo: 6, code: 0, pid: 1, tid: 1, address: 0, context: &ctx, message: b"" };
+        assert_eq!(encode(&Message::DumpRequest(req), &mut buf), Err(EncodeError::TooLong));
+        // 'é' is two bytes; a message of 255 'a' + 'é' must be cut before 'é'.
+        let mut text = [b'a'; TEXT_CAPACITY + 1];
+        text[TEXT_CAPACITY - 1] = 0xC3;
+        text[TEXT_CAPACITY] = 0xA9;
+        let req = DumpRequest { context: &[], message: &text, ..req };
+        let n = encode(&Message::DumpRequest(req), &mut buf).unwrap();
+        let Message::DumpRequest(back) = decode(&buf[..n]).unwrap() else { panic!("wrong kind") };
+        assert_eq!(back.message.len(), TEXT_CAPACITY - 1);
+        assert!(core::str::from_utf8(back.message).is_ok());
+    }
+
+    #[test]
+    fn zero_pid_or_unknown_crash_kind_is_refused() {
+        let mut buf = [0u8; MAX_MESSAGE_LEN];
+        let req = DumpRequest { kind: CrashKind::Signal, signo: 11, code: 1, pid: 0, tid: 1, address: 0, context: &[], message: b"" };
+        let n = encode(&Message::DumpRequest(req), &mut buf).unwrap();
+        assert_eq!(decode(&buf[..n]), Err(DecodeError::BadField("pid/tid")));
+        let req = DumpRequest { pid: 5, ..req };
+        let n = encode(&Message::DumpRequest(req), &mut buf).unwrap();
+        buf[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&9u32.to_le_bytes());
+        assert_eq!(decode(&buf[..n]), Err(DecodeError::BadField("kind")));
+    }
+}

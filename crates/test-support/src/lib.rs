@@ -1,0 +1,114 @@
+//! Helpers for crashmon's tests: finding the built binaries, waiting with
+//! timeouts, reading the crasher's handshake line. Not shipped.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// Path of a binary built in this workspace's target directory (`crashmon`,
+/// `crasher`). `cargo test --workspace` builds both before running tests.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-binary> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built; run the tests with `cargo test --workspace` (it builds every binary)",
+        path.display()
+    );
+    path
+}
+
+/// Wait for `child` at most `timeout`; `None` if it is still running (it is
+/// then killed and reaped, so no test leaves processes behind).
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Poll `f` until it returns `Some`, at most `timeout`.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The crasher's `ready` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
+    /// The crasher's pid.
+    pub pid: i32,
+    /// The thread that will crash.
+    pub tid: i32,
+    /// The monitor serving it.
+    pub monitor: i32,
+}
+
+/// Read the crasher's `ready pid=P tid=T monitor=M` line from its stdout
+/// (which must be piped), waiting at most `timeout`.
+pub fn read_ready(child: &mut Child, timeout: Duration) -> Option<Ready> {
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(timeout).ok()?;
+    let field = |key: &str| -> Option<i32> {
+        line.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+    };
+    Some(Ready { pid: field("pid")?, tid: field("tid")?, monitor: field("monitor")? })
+}
+
+/// The signal a status says the process died by.
+pub fn death_signal(status: &ExitStatus) -> Option<i32> {
+    status.signal()
+}
+
+/// The line number (1-based) of the first line of `file` containing
+/// `needle`, for asserting reported source lines against the real source.
+pub fn line_of(file: &Path, needle: &str) -> u32 {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i as u32 + 1)
+        .unwrap_or_else(|| panic!("{needle:?} not found in {}", file.display()))
+}
+
+/// Root of the workspace (for reading sources in assertions).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // State is the field after the parenthesised command name.
+            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,88 @@
+//! The CLI's contract on bad input: one clear error line, a documented exit
+//! code, never a panic.
+
+use std::process::{Command, Output};
+
+use crashmon_test_support::bin;
+
+fn crashmon(args: &[&str], db: Option<&std::path::Path>) -> Output {
+    let mut cmd = Command::new(bin("crashmon"));
+    cmd.args(args).env_remove("CRASHMON_DATABASE");
+    if let Some(db) = db {
+        cmd.env("CRASHMON_DATABASE", db);
+    }
+    cmd.output().expect("run crashmon")
+}
+
+fn assert_one_line_error(out: &Output, code: i32, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert!(stderr.contains(needle), "{needle:?} not in {stderr:?}");
+    assert!(stderr.starts_with("crashmon: error: "), "{stderr:?}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr:?}");
+    assert!(!stderr.contains("panicked"), "{stderr:?}");
+}
+
+#[test]
+fn symbolicate_a_file_that_is_not_a_minidump() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.dmp");
+    std::fs::write(&file, b"this is not a minidump at all, just text").unwrap();
+    let out = crashmon(&["symbolicate", file.to_str().unwrap()], None);
+    assert_one_line_error(&out, 3, "notes.dmp");
+    let out = crashmon(&["symbolicate", dir.path().join("missing.dmp").to_str().unwrap()], None);
+    assert_one_line_error(&out, 3, "missing.dmp: no such file");
+}
+
+#[test]
+fn list_with_a_missing_database_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let out = crashmon(&["list"], Some(&missing));
+    assert_one_line_error(&out, 2, "nope");
+    assert!(!missing.exists(), "list must not create a database");
+}
+
+#[test]
+fn unusable_database_directory_for_the_monitor_and_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let db = file.join("db");
+    let out = crashmon(&["monitor", "--socket", dir.path().join("m.sock").to_str().unwrap()], Some(&db));
+    assert_one_line_error(&out, 2, "a-file/db");
+    let out = crashmon(&["demo"], Some(&db));
+    assert_one_line_error(&out, 2, "a-file/db");
+}
+
+#[test]
+fn show_an_unknown_report() {
+    let dir = tempfile::tempdir().unwrap();
+    // A real, empty database.
+    let out = crashmon(&["list", "--json"], Some(dir.path()));
+    assert_eq!(out.status.code(), Some(2), "an empty dir is not a database yet");
+    let db = dir.path().join("db");
+    std::fs::create_dir(&db).unwrap();
+    for sub in ["new", "pending", "completed", "failed"] {
+        std::fs::create_dir(db.join(sub)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for d in [db.clone(), db.join("new"), db.join("pending"), db.join("completed"), db.join("failed")] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let out = crashmon(&["show", "0123abcd"], Some(&db));
+    assert_one_line_error(&out, 4, "0123abcd");
+}
+
+#[test]
+fn a_monitor_fd_that_is_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crashmon(&["monitor", "--client-fd", "977"], Some(dir.path()));
+    assert_one_line_error(&out, 2, "--client-fd 977");
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let out = crashmon(&["list", "--frobnicate"], None);
+    assert_eq!(out.status.code(), Some(2));
+}
