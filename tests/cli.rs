@@ -86,3 +86,12 @@ fn unknown_flag_is_a_usage_error() {
     let out = crashmon(&["list", "--frobnicate"], None);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn symbolicate_fixtures_that_are_corrupt() {
+    let fixtures = crashmon_test_support::workspace_root().join("fixtures");
+    for name in ["not-a-minidump.dmp", "truncated-header.dmp"] {
+        let out = crashmon(&["symbolicate", fixtures.join(name).to_str().unwrap()], None);
+        assert_one_line_error(&out, 3, name);
+    }
+}

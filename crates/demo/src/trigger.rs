@@ -11,7 +11,7 @@ pub const SEGV_ADDRESS: usize = 0xbad;
 /// Write to [`SEGV_ADDRESS`] (SIGSEGV / SEGV_MAPERR).
 #[inline(never)]
 pub fn segv() {
-    let p = black_box(SEGV_ADDRESS) as *mut u32;
+    let p = black_box(SEGV_ADDRESS) as *mut u8;
     // SAFETY: not safe at all: this is the crash we want.
     unsafe { std::ptr::write_volatile(p, 42) };
 }

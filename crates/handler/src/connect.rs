@@ -92,6 +92,8 @@ fn spawn(
     }
     cmd.args(args)
         .stdin(Stdio::null())
+        // The app's stdout is the app's; the monitor logs to stderr only.
+        .stdout(Stdio::null())
         // Its own process group: a Ctrl-C aimed at the app must not kill the
         // monitor in the middle of writing the app's dump.
         .process_group(0);

@@ -210,8 +210,16 @@ fn refaults(sig: c_int, code: c_int) -> bool {
 
 /// Restore the previous dispositions and arrange for `sig` to be delivered
 /// again once the handler returns.
-fn restore_and_reraise(sig: c_int, info: *mut siginfo_t) {
+///
+/// When `dumped`, the crash has been filed and the process must die by its
+/// own signal, so `sig` gets the default action rather than the previous
+/// handler (Rust's std, for one, turns a stack overflow it sees into an
+/// abort). Otherwise the previous handler gets its chance.
+fn restore_and_reraise(sig: c_int, info: *mut siginfo_t, dumped: bool) {
     restore_previous();
+    if dumped {
+        set_default(sig);
+    }
     // SAFETY: `info` is the kernel-provided siginfo for this signal.
     let code = unsafe { (*info).si_code };
     if refaults(sig, code) {
@@ -240,28 +248,39 @@ extern "C" fn handle_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
             futex_wait(&DUMP_DONE, 1, 2_000);
         }
         // A crash inside our own handler, or the dumping thread is stuck.
-        restore_and_reraise(sig, info);
+        restore_and_reraise(sig, info, true);
         return;
     }
-    if HANDLERS_ACTIVE.load(Ordering::SeqCst) {
+    let dumped = HANDLERS_ACTIVE.load(Ordering::SeqCst)
         // SAFETY: we won the gate, so we are the only user of the crash
         // buffers; info and uc are valid for the duration of the handler.
-        unsafe { report_crash(sig, info, uc, tid) };
-    }
+        && unsafe { report_crash(sig, info, uc, tid) };
     DUMP_DONE.store(1, Ordering::SeqCst);
     futex_wake_all(&DUMP_DONE);
-    restore_and_reraise(sig, info);
+    restore_and_reraise(sig, info, dumped);
+}
+
+fn set_default(sig: c_int) {
+    // SAFETY: a zeroed sigaction with SIG_DFL is valid; sigaction is
+    // async-signal-safe.
+    unsafe {
+        let mut action: libc::sigaction = core::mem::zeroed();
+        action.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(sig, &action, ptr::null_mut());
+    }
 }
 
 /// Fill the crash context, send it to the monitor and wait for its reply.
+/// Returns true if the monitor confirmed a durable dump.
 ///
 /// # Safety
 /// Must be called only by the thread that won `CRASHING_TID`, with the
 /// kernel-provided `info` and `uc` of the signal being handled.
-unsafe fn report_crash(sig: c_int, info: *mut siginfo_t, uc: *mut c_void, tid: i32) {
+unsafe fn report_crash(sig: c_int, info: *mut siginfo_t, uc: *mut c_void, tid: i32) -> bool {
     let fd = SOCKET_FD.load(Ordering::SeqCst);
     if fd < 0 {
-        return;
+        return false;
     }
     // SAFETY: see the function contract; all pointers are valid and the
     // statics are exclusively ours.
@@ -303,11 +322,11 @@ unsafe fn report_crash(sig: c_int, info: *mut siginfo_t, uc: *mut c_void, tid: i
             message: b"",
         });
         let out = &mut *SEND_BUF.0.get();
-        let Ok(len) = proto::encode(&request, out) else { return };
+        let Ok(len) = proto::encode(&request, out) else { return false };
         if !send_all(fd, &out[..len]) {
-            return;
+            return false;
         }
-        wait_reply(fd, u64::from(REPLY_TIMEOUT_MS.load(Ordering::SeqCst)));
+        wait_reply(fd, u64::from(REPLY_TIMEOUT_MS.load(Ordering::SeqCst)))
     }
 }
 
@@ -361,13 +380,14 @@ fn send_all(fd: c_int, buf: &[u8]) -> bool {
     }
 }
 
-/// Wait for `DumpComplete`/`DumpFailed`, EOF, or the timeout.
-fn wait_reply(fd: c_int, timeout_ms: u64) {
+/// Wait for `DumpComplete`/`DumpFailed`, EOF, or the timeout. True only for
+/// `DumpComplete`.
+fn wait_reply(fd: c_int, timeout_ms: u64) -> bool {
     let deadline = now_ms() + timeout_ms;
     loop {
         let now = now_ms();
         if now >= deadline {
-            return;
+            return false;
         }
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
@@ -377,17 +397,17 @@ fn wait_reply(fd: c_int, timeout_ms: u64) {
             if unsafe { *libc::__errno_location() } == libc::EINTR {
                 continue;
             }
-            return;
+            return false;
         }
         if r == 0 {
-            return;
+            return false;
         }
         // SAFETY: RECV_BUF is exclusively ours (we hold the crash gate).
         let buf = unsafe { &mut *RECV_BUF.0.get() };
         // SAFETY: buf is valid for its length.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
         if n == 0 {
-            return; // monitor closed the connection
+            return false; // monitor closed the connection
         }
         if n < 0 {
             // SAFETY: errno location is always valid.
@@ -395,10 +415,11 @@ fn wait_reply(fd: c_int, timeout_ms: u64) {
             if e == libc::EINTR || e == libc::EAGAIN {
                 continue;
             }
-            return;
+            return false;
         }
         match proto::decode(&buf[..n as usize]) {
-            Ok(proto::Message::DumpComplete(_)) | Ok(proto::Message::DumpFailed(_)) => return,
+            Ok(proto::Message::DumpComplete(_)) => return true,
+            Ok(proto::Message::DumpFailed(_)) => return false,
             // Anything else (a late HelloAck, garbage): keep waiting.
             _ => {}
         }
