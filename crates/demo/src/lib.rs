@@ -29,11 +29,19 @@ pub enum Kind {
     Trap,
     /// Stack overflow on the main thread (SIGSEGV).
     StackOverflow,
+    /// A seccomp-trapped system call (SIGSYS).
+    Sys,
+    /// A Rust panic (reported, then SIGABRT).
+    Panic,
+    /// Invalid memory write on a `std::thread` (SIGSEGV).
+    ThreadSegv,
+    /// Stack overflow on a `std::thread` (SIGSEGV).
+    ThreadStackOverflow,
 }
 
 impl Kind {
     /// All kinds with their command-line names.
-    pub const ALL: [(&'static str, Kind); 7] = [
+    pub const ALL: [(&'static str, Kind); 11] = [
         ("segv", Kind::Segv),
         ("abort", Kind::Abort),
         ("bus", Kind::Bus),
@@ -41,6 +49,10 @@ impl Kind {
         ("ill", Kind::Ill),
         ("trap", Kind::Trap),
         ("stack-overflow", Kind::StackOverflow),
+        ("sys", Kind::Sys),
+        ("panic", Kind::Panic),
+        ("thread-segv", Kind::ThreadSegv),
+        ("thread-stack-overflow", Kind::ThreadStackOverflow),
     ];
 
     /// Parse a command-line name.
@@ -56,8 +68,9 @@ impl Kind {
     /// The signal the process must die by.
     pub fn signal(self) -> i32 {
         match self {
-            Kind::Segv | Kind::StackOverflow => libc::SIGSEGV,
-            Kind::Abort => libc::SIGABRT,
+            Kind::Segv | Kind::StackOverflow | Kind::ThreadSegv | Kind::ThreadStackOverflow => libc::SIGSEGV,
+            Kind::Abort | Kind::Panic => libc::SIGABRT,
+            Kind::Sys => libc::SIGSYS,
             Kind::Bus => libc::SIGBUS,
             Kind::Fpe => libc::SIGFPE,
             Kind::Ill => libc::SIGILL,
@@ -74,7 +87,10 @@ impl Kind {
             Kind::Fpe => "crashmon_demo::trigger::fpe",
             Kind::Ill => "crashmon_demo::trigger::ill",
             Kind::Trap => "crashmon_demo::trigger::trap",
-            Kind::StackOverflow => "crashmon_demo::trigger::stack_overflow",
+            Kind::StackOverflow | Kind::ThreadStackOverflow => "crashmon_demo::trigger::stack_overflow::recurse",
+            Kind::Sys => "crashmon_demo::trigger::sys",
+            Kind::Panic => "crashmon_demo::panic_in_order",
+            Kind::ThreadSegv => "crashmon_demo::trigger::segv",
         }
     }
 }
@@ -90,6 +106,25 @@ pub fn crash(kind: Kind) {
         Kind::Ill => trigger::ill(),
         Kind::Trap => trigger::trap(),
         Kind::StackOverflow => trigger::stack_overflow(),
+        Kind::Sys => trigger::sys(),
+        Kind::Panic => panic_in_order(),
+        Kind::ThreadSegv => on_worker_thread(trigger::segv),
+        Kind::ThreadStackOverflow => on_worker_thread(trigger::stack_overflow),
+    }
+}
+
+#[inline(never)]
+fn panic_in_order() {
+    let items: Vec<u32> = black_box(Vec::new());
+    // Indexing an empty order: a plain Rust panic.
+    black_box(items[black_box(3)]);
+}
+
+/// Run `f` on a named `std::thread` and wait for it.
+fn on_worker_thread(f: fn()) {
+    let worker = std::thread::Builder::new().name("order-worker".into()).stack_size(256 * 1024).spawn(f);
+    if let Ok(handle) = worker {
+        let _ = handle.join();
     }
 }
 

@@ -99,3 +99,58 @@ pub fn stack_overflow() {
     }
     black_box(recurse(0));
 }
+
+/// Make the `getppid` system call fail with SIGSYS through a seccomp filter
+/// (`SECCOMP_RET_TRAP`), then call it (SIGSYS / SYS_SECCOMP).
+#[inline(never)]
+pub fn sys() {
+    // Offsets into struct seccomp_data: nr is at 0.
+    const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const BPF_JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const SECCOMP_RET_TRAP: u32 = 0x0003_0000;
+    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+    let filter = [
+        libc::sock_filter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: 0 },
+        libc::sock_filter { code: BPF_JEQ_K, jt: 0, jf: 1, k: libc::SYS_getppid as u32 },
+        libc::sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_TRAP },
+        libc::sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: SECCOMP_RET_ALLOW },
+    ];
+    let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut libc::sock_filter };
+    // SAFETY: installs a valid seccomp program (it outlives the call: the
+    // kernel copies it), then makes the trapped system call.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return;
+        }
+        if libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) != 0 {
+            return;
+        }
+        libc::syscall(libc::SYS_getppid);
+    }
+}
+
+/// Run `f` on a thread created with plain `pthread_create` (as C code would:
+/// no Rust runtime set-up, so no alternate signal stack from std), with a
+/// 256 KiB stack, and wait for it.
+pub fn on_raw_pthread(f: fn()) {
+    extern "C" fn start(arg: *mut libc::c_void) -> *mut libc::c_void {
+        // SAFETY: `arg` is the `fn()` passed below, cast to a pointer.
+        let f: fn() = unsafe { std::mem::transmute::<*mut libc::c_void, fn()>(arg) };
+        f();
+        std::ptr::null_mut()
+    }
+    // SAFETY: standard pthread attribute/creation calls with valid pointers;
+    // `f` is a plain function pointer, valid for the program's lifetime.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setstacksize(&mut attr, 256 * 1024);
+        let mut thread: libc::pthread_t = std::mem::zeroed();
+        let rc = libc::pthread_create(&mut thread, &attr, start, f as *mut libc::c_void);
+        libc::pthread_attr_destroy(&mut attr);
+        if rc == 0 {
+            libc::pthread_join(thread, std::ptr::null_mut());
+        }
+    }
+}

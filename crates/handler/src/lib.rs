@@ -3,11 +3,15 @@
 //! [`install`] connects the process to a crashmon monitor (by default it
 //! spawns `crashmon monitor --client-fd N` as a sidecar over a socket pair),
 //! allows only that monitor to ptrace the process (`PR_SET_PTRACER`) and
-//! installs handlers for fatal signals on an alternate stack. When the process
-//! crashes, the handler sends the crash context to the monitor, waits for the
+//! installs handlers for fatal signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+//! SIGABRT, SIGTRAP, SIGSYS) on an alternate stack, plus a panic hook. When the
+//! process crashes, the handler sends the crash context to the monitor, waits for the
 //! dump to be durable (bounded by [`HandlerConfig::reply_timeout`]), restores
 //! the previous handlers and re-raises the signal, so the process dies by its
 //! own signal whether or not the monitor is alive.
+//!
+//! Handled errors are reported with [`request_dump`] / [`report_error`]: the
+//! monitor dumps the live process and it keeps running.
 //!
 //! ```no_run
 //! let _guard = crashmon_handler::install(crashmon_handler::HandlerConfig::default())
@@ -16,6 +20,7 @@
 //! ```
 
 mod connect;
+mod request;
 mod signal;
 
 use std::ffi::OsString;
@@ -25,6 +30,7 @@ use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+pub use request::{DumpError, PanicMode, ReportId, report_error, request_dump};
 pub use signal::CONTEXT_LEN;
 
 /// Environment variable naming the `crashmon` executable to spawn as monitor.
@@ -68,6 +74,8 @@ pub struct HandlerConfig {
     /// How long [`install`] waits for the monitor to answer the handshake.
     /// Default 5 s.
     pub connect_timeout: Duration,
+    /// What happens on a Rust panic. Default: report it, then abort.
+    pub panic: PanicMode,
 }
 
 impl Default for HandlerConfig {
@@ -77,6 +85,7 @@ impl Default for HandlerConfig {
             database: None,
             reply_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            panic: PanicMode::default(),
         }
     }
 }
@@ -207,6 +216,7 @@ fn install_inner(config: HandlerConfig) -> Result<Guard, InstallError> {
         signal: f.signal,
         source: std::io::Error::from_raw_os_error(f.errno),
     })?;
+    request::install_panic_hook(config.panic);
     tracing::debug!(monitor_pid = connected.monitor_pid, "crashmon handler installed");
     Ok(Guard { socket: connected.socket, monitor_pid: connected.monitor_pid, child: connected.child })
 }

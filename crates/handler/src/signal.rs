@@ -18,13 +18,14 @@ use crashmon_protocol as proto;
 use libc::{c_int, c_void, siginfo_t};
 
 /// The signals crashmon catches.
-pub(crate) const SIGNALS: [c_int; 6] = [
+pub(crate) const SIGNALS: [c_int; 7] = [
     libc::SIGSEGV,
     libc::SIGBUS,
     libc::SIGFPE,
     libc::SIGILL,
     libc::SIGABRT,
     libc::SIGTRAP,
+    libc::SIGSYS,
 ];
 
 /// A static cell written only while no handler can run (install) or by the
@@ -51,6 +52,10 @@ static SEND_BUF: Shared<[u8; proto::MAX_MESSAGE_LEN]> =
     Shared(UnsafeCell::new([0; proto::MAX_MESSAGE_LEN]));
 static RECV_BUF: Shared<[u8; proto::MAX_MESSAGE_LEN]> =
     Shared(UnsafeCell::new([0; proto::MAX_MESSAGE_LEN]));
+
+/// The request id the signal path uses; requests from normal context use
+/// other ids, so the crashing thread only takes its own reply.
+pub(crate) const SIGNAL_REQUEST_ID: u32 = u32::MAX;
 
 /// Size of the alternate signal stack we install when the thread has none or
 /// a smaller one.
@@ -91,6 +96,43 @@ pub(crate) fn install(fd: c_int, reply_timeout_ms: u32) -> Result<(), SigactionF
     }
     HANDLERS_ACTIVE.store(true, Ordering::SeqCst);
     Ok(())
+}
+
+/// The connected monitor socket, if the handler is installed.
+pub(crate) fn socket_fd() -> Option<c_int> {
+    let fd = SOCKET_FD.load(Ordering::SeqCst);
+    (fd >= 0 && HANDLERS_ACTIVE.load(Ordering::SeqCst)).then_some(fd)
+}
+
+/// The configured reply timeout.
+pub(crate) fn reply_timeout_ms() -> u64 {
+    u64::from(REPLY_TIMEOUT_MS.load(Ordering::SeqCst))
+}
+
+/// Whether some thread is handling a fatal crash right now.
+pub(crate) fn crash_in_progress() -> bool {
+    CRASHING_TID.load(Ordering::SeqCst) != 0
+}
+
+/// Claim the one fatal report of this process for the calling thread (used
+/// by the panic hook before it aborts). Returns false if another thread
+/// already owns it, after waiting (bounded) for that thread to finish.
+pub(crate) fn claim_fatal() -> bool {
+    let tid = gettid();
+    match CRASHING_TID.compare_exchange(0, tid, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => true,
+        Err(owner) if owner == tid => false,
+        Err(_) => {
+            futex_wait(&DUMP_DONE, 0, reply_timeout_ms() + 2_000);
+            false
+        }
+    }
+}
+
+/// Mark the fatal report finished (wakes other crashing threads).
+pub(crate) fn fatal_done() {
+    DUMP_DONE.store(1, Ordering::SeqCst);
+    futex_wake_all(&DUMP_DONE);
 }
 
 /// Put the previous dispositions back (used by the guard's `Drop`).
@@ -155,7 +197,7 @@ pub(crate) fn ensure_alt_stack() -> Result<(), i32> {
     Ok(())
 }
 
-fn gettid() -> i32 {
+pub(crate) fn gettid() -> i32 {
     // SAFETY: gettid has no arguments and cannot fail.
     unsafe { libc::syscall(libc::SYS_gettid) as i32 }
 }
@@ -313,6 +355,7 @@ unsafe fn report_crash(sig: c_int, info: *mut siginfo_t, uc: *mut c_void, tid: i
         let ctx_bytes = core::slice::from_raw_parts(ctx.cast::<u8>(), size_of::<crash_context::CrashContext>());
         let request = proto::Message::DumpRequest(proto::DumpRequest {
             kind: proto::CrashKind::Signal,
+            request_id: SIGNAL_REQUEST_ID,
             signo: sig,
             code,
             pid: pid as u32,
@@ -383,11 +426,32 @@ fn send_all(fd: c_int, buf: &[u8]) -> bool {
 /// Wait for `DumpComplete`/`DumpFailed`, EOF, or the timeout. True only for
 /// `DumpComplete`.
 fn wait_reply(fd: c_int, timeout_ms: u64) -> bool {
+    // SAFETY: RECV_BUF is ours: the caller holds the crash gate.
+    let buf = unsafe { &mut *RECV_BUF.0.get() };
+    matches!(wait_reply_into(fd, SIGNAL_REQUEST_ID, timeout_ms, buf), Reply::Complete(_))
+}
+
+/// The monitor's answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// The dump is durable; the report id.
+    Complete([u8; 16]),
+    /// The monitor could not dump; errno-like code.
+    Failed(i32),
+    /// No answer in time.
+    TimedOut,
+    /// The connection is gone.
+    Disconnected,
+}
+
+/// Wait for the reply to `request_id`, ignoring anything else. Signal-safe
+/// (no allocation): `buf` is caller-provided.
+pub(crate) fn wait_reply_into(fd: c_int, request_id: u32, timeout_ms: u64, buf: &mut [u8]) -> Reply {
     let deadline = now_ms() + timeout_ms;
     loop {
         let now = now_ms();
         if now >= deadline {
-            return false;
+            return Reply::TimedOut;
         }
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
@@ -397,17 +461,15 @@ fn wait_reply(fd: c_int, timeout_ms: u64) -> bool {
             if unsafe { *libc::__errno_location() } == libc::EINTR {
                 continue;
             }
-            return false;
+            return Reply::Disconnected;
         }
         if r == 0 {
-            return false;
+            return Reply::TimedOut;
         }
-        // SAFETY: RECV_BUF is exclusively ours (we hold the crash gate).
-        let buf = unsafe { &mut *RECV_BUF.0.get() };
         // SAFETY: buf is valid for its length.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
         if n == 0 {
-            return false; // monitor closed the connection
+            return Reply::Disconnected;
         }
         if n < 0 {
             // SAFETY: errno location is always valid.
@@ -415,15 +477,20 @@ fn wait_reply(fd: c_int, timeout_ms: u64) -> bool {
             if e == libc::EINTR || e == libc::EAGAIN {
                 continue;
             }
-            return false;
+            return Reply::Disconnected;
         }
         match proto::decode(&buf[..n as usize]) {
-            Ok(proto::Message::DumpComplete(_)) => return true,
-            Ok(proto::Message::DumpFailed(_)) => return false,
-            // Anything else (a late HelloAck, garbage): keep waiting.
+            Ok(proto::Message::DumpComplete(c)) if c.request_id == request_id => return Reply::Complete(c.report_id),
+            Ok(proto::Message::DumpFailed(f)) if f.request_id == request_id => return Reply::Failed(f.errno),
+            // Anything else (another request's answer, garbage): keep waiting.
             _ => {}
         }
     }
+}
+
+/// Send one datagram; false if the monitor is gone. Signal-safe.
+pub(crate) fn send_datagram(fd: c_int, buf: &[u8]) -> bool {
+    send_all(fd, buf)
 }
 
 /// Size of the crash context the monitor expects in a dump request.

@@ -282,6 +282,7 @@ impl<'a> Connection<'a> {
                     );
                     let reason = format!("pid {} is not the connected process {}", req.pid, self.peer_pid);
                     return self.send(&proto::Message::DumpFailed(proto::DumpFailed {
+                        request_id: req.request_id,
                         errno: nix::errno::Errno::EPERM as i32,
                         reason: reason.as_bytes(),
                     }));
@@ -352,7 +353,10 @@ impl<'a> Connection<'a> {
                     ms = started.elapsed().as_millis() as u64,
                     "dump written"
                 );
-                let ok = self.send(&proto::Message::DumpComplete(proto::DumpComplete { report_id: *id.as_uuid().as_bytes() }));
+                let ok = self.send(&proto::Message::DumpComplete(proto::DumpComplete {
+                    request_id: req.request_id,
+                    report_id: *id.as_uuid().as_bytes(),
+                }));
                 if let Some(hook) = &self.config.after_capture {
                     hook.after_capture(db, id);
                 }
@@ -364,7 +368,11 @@ impl<'a> Connection<'a> {
                 if let Err(e) = db.record_failure(&metadata) {
                     tracing::error!("cannot record the failure in the database: {e}");
                 }
-                self.send(&proto::Message::DumpFailed(proto::DumpFailed { errno: 0, reason: reason.as_bytes() }))
+                self.send(&proto::Message::DumpFailed(proto::DumpFailed {
+                    request_id: req.request_id,
+                    errno: 0,
+                    reason: reason.as_bytes(),
+                }))
             }
         }
     }
@@ -387,13 +395,15 @@ fn crash_info(req: &proto::DumpRequest<'_>) -> CrashInfo {
         proto::CrashKind::Requested => CrashKind::Requested,
     };
     let has_signal = req.signo > 0;
+    // Only a real signal has a meaningful si_code and fault address.
+    let is_signal = has_signal && req.kind == proto::CrashKind::Signal;
     CrashInfo {
         kind,
         signal: has_signal.then_some(req.signo),
         signal_name: crashmon_database::signal_name(req.signo).map(str::to_owned),
-        code: has_signal.then_some(req.code),
-        code_name: crashmon_database::signal_code_name(req.signo, req.code).map(str::to_owned),
-        address: has_signal.then_some(req.address),
+        code: is_signal.then_some(req.code),
+        code_name: if is_signal { crashmon_database::signal_code_name(req.signo, req.code).map(str::to_owned) } else { None },
+        address: is_signal.then_some(req.address),
         tid: Some(req.tid as i32),
         message: (!req.message.is_empty()).then(|| String::from_utf8_lossy(req.message).into_owned()),
     }

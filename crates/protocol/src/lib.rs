@@ -182,6 +182,9 @@ impl HelloAck {
 pub struct DumpRequest<'a> {
     /// Why.
     pub kind: CrashKind,
+    /// Chosen by the client; echoed in the reply so concurrent requests on one
+    /// connection cannot take each other's answers.
+    pub request_id: u32,
     /// Signal number (0 for a requested dump).
     pub signo: i32,
     /// `si_code` of the signal.
@@ -207,18 +210,22 @@ impl DumpRequest<'_> {
 /// Monitor → client: the dump is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DumpComplete {
+    /// The `request_id` of the request this answers.
+    pub request_id: u32,
     /// The report id (a UUID's 16 bytes).
     pub report_id: [u8; 16],
 }
 
 impl DumpComplete {
     /// Payload bytes on the wire.
-    pub const PAYLOAD_LEN: usize = 16;
+    pub const PAYLOAD_LEN: usize = 4 + 4 + 16;
 }
 
 /// Monitor → client: no dump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DumpFailed<'a> {
+    /// The `request_id` of the request this answers.
+    pub request_id: u32,
     /// An errno-like code, 0 if none applies.
     pub errno: i32,
     /// Human-readable reason (UTF-8, possibly truncated).
@@ -227,7 +234,7 @@ pub struct DumpFailed<'a> {
 
 impl DumpFailed<'_> {
     /// Payload bytes on the wire.
-    pub const PAYLOAD_LEN: usize = 4 + 4 + TEXT_CAPACITY;
+    pub const PAYLOAD_LEN: usize = 4 + 4 + 4 + TEXT_CAPACITY;
 }
 
 /// A decoded message, borrowing variable parts from the receive buffer.
@@ -351,24 +358,27 @@ pub fn decode(buf: &[u8]) -> Result<Message<'_>, DecodeError> {
             let code = r.i32();
             let pid = r.u32();
             let tid = r.u32();
-            let _reserved = r.u32();
+            let request_id = r.u32();
             let address = r.u64();
             let context = r.sized(CONTEXT_CAPACITY, "context")?;
             let message = r.sized(TEXT_CAPACITY, "message")?;
             if pid == 0 || tid == 0 {
                 return Err(DecodeError::BadField("pid/tid"));
             }
-            Message::DumpRequest(DumpRequest { kind, signo, code, pid, tid, address, context, message })
+            Message::DumpRequest(DumpRequest { kind, request_id, signo, code, pid, tid, address, context, message })
         }
         Kind::DumpComplete => {
+            let request_id = r.u32();
+            let _reserved = r.u32();
             let mut report_id = [0u8; 16];
             report_id.copy_from_slice(r.bytes(16));
-            Message::DumpComplete(DumpComplete { report_id })
+            Message::DumpComplete(DumpComplete { request_id, report_id })
         }
         Kind::DumpFailed => {
+            let request_id = r.u32();
             let errno = r.i32();
             let reason = r.sized(TEXT_CAPACITY, "reason")?;
-            Message::DumpFailed(DumpFailed { errno, reason })
+            Message::DumpFailed(DumpFailed { request_id, errno, reason })
         }
     })
 }
@@ -431,13 +441,18 @@ pub fn encode(msg: &Message<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
             w.put(&d.code.to_le_bytes());
             w.put(&d.pid.to_le_bytes());
             w.put(&d.tid.to_le_bytes());
-            w.put(&0u32.to_le_bytes());
+            w.put(&d.request_id.to_le_bytes());
             w.put(&d.address.to_le_bytes());
             w.sized(d.context, CONTEXT_CAPACITY);
             w.sized(utf8_prefix(d.message, TEXT_CAPACITY), TEXT_CAPACITY);
         }
-        Message::DumpComplete(c) => w.put(&c.report_id),
+        Message::DumpComplete(c) => {
+            w.put(&c.request_id.to_le_bytes());
+            w.put(&0u32.to_le_bytes());
+            w.put(&c.report_id);
+        }
         Message::DumpFailed(f) => {
+            w.put(&f.request_id.to_le_bytes());
             w.put(&f.errno.to_le_bytes());
             w.sized(utf8_prefix(f.reason, TEXT_CAPACITY), TEXT_CAPACITY);
         }
@@ -463,6 +478,7 @@ mod tests {
         let ctx = [0xABu8; 1000];
         roundtrip(Message::DumpRequest(DumpRequest {
             kind: CrashKind::Signal,
+            request_id: 9,
             signo: 11,
             code: 1,
             pid: 10,
@@ -471,8 +487,8 @@ mod tests {
             context: &ctx,
             message: b"boom",
         }));
-        roundtrip(Message::DumpComplete(DumpComplete { report_id: [3; 16] }));
-        roundtrip(Message::DumpFailed(DumpFailed { errno: 1, reason: b"ptrace: EPERM" }));
+        roundtrip(Message::DumpComplete(DumpComplete { request_id: 9, report_id: [3; 16] }));
+        roundtrip(Message::DumpFailed(DumpFailed { request_id: 9, errno: 1, reason: b"ptrace: EPERM" }));
     }
 
     #[test]
@@ -501,9 +517,9 @@ mod tests {
     #[test]
     fn inner_lengths_are_bounded() {
         let mut buf = [0u8; MAX_MESSAGE_LEN];
-        let n = encode(&Message::DumpFailed(DumpFailed { errno: 0, reason: b"x" }), &mut buf).unwrap();
+        let n = encode(&Message::DumpFailed(DumpFailed { request_id: 1, errno: 0, reason: b"x" }), &mut buf).unwrap();
         // Claim a reason longer than its capacity.
-        buf[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&(TEXT_CAPACITY as u32 + 1).to_le_bytes());
+        buf[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&(TEXT_CAPACITY as u32 + 1).to_le_bytes());
         assert_eq!(decode(&buf[..n]), Err(DecodeError::BadField("reason")));
     }
 
@@ -511,7 +527,7 @@ mod tests {
     fn oversize_context_is_an_encode_error_and_text_is_cut_on_char_boundary() {
         let mut buf = [0u8; MAX_MESSAGE_LEN];
         let ctx = [0u8; CONTEXT_CAPACITY + 1];
-        let req = DumpRequest { kind: CrashKind::Panic, signo: 6, code: 0, pid: 1, tid: 1, address: 0, context: &ctx, message: b"" };
+        let req = DumpRequest { kind: CrashKind::Panic, request_id: 1, signo: 6, code: 0, pid: 1, tid: 1, address: 0, context: &ctx, message: b"" };
         assert_eq!(encode(&Message::DumpRequest(req), &mut buf), Err(EncodeError::TooLong));
         // 'é' is two bytes; a message of 255 'a' + 'é' must be cut before 'é'.
         let mut text = [b'a'; TEXT_CAPACITY + 1];
@@ -527,7 +543,7 @@ mod tests {
     #[test]
     fn zero_pid_or_unknown_crash_kind_is_refused() {
         let mut buf = [0u8; MAX_MESSAGE_LEN];
-        let req = DumpRequest { kind: CrashKind::Signal, signo: 11, code: 1, pid: 0, tid: 1, address: 0, context: &[], message: b"" };
+        let req = DumpRequest { kind: CrashKind::Signal, request_id: 1, signo: 11, code: 1, pid: 0, tid: 1, address: 0, context: &[], message: b"" };
         let n = encode(&Message::DumpRequest(req), &mut buf).unwrap();
         assert_eq!(decode(&buf[..n]), Err(DecodeError::BadField("pid/tid")));
         let req = DumpRequest { pid: 5, ..req };

@@ -1,10 +1,13 @@
 //! A real crashing program for crashmon's tests.
 //!
-//! `crasher --crash KIND [--socket PATH] [--wait-stdin]`: installs the crashmon
-//! handler (spawning `$CRASHMON_MONITOR` as sidecar, or connecting to the
-//! monitor at `--socket`), prints `ready pid=P tid=T monitor=M` on stdout, and
-//! crashes the requested way. With `--wait-stdin` it waits for a line on stdin
-//! before crashing. Exits 222 if it failed to crash, 1 if the handler could not
+//! `crasher --crash KIND [--on main|thread|pthread] [--socket PATH] [--wait-stdin]
+//! [--reply-timeout-ms N] [--request-dump]`: installs the crashmon handler
+//! (spawning `$CRASHMON_MONITOR` as sidecar, or connecting to the monitor at
+//! `--socket`), prints `ready pid=P tid=T monitor=M` on stdout, and crashes the
+//! requested way on the main thread, a `std::thread` or a raw `pthread_create`
+//! thread (which then prints `crashing tid=T` first). With `--wait-stdin` it
+//! waits for a line on stdin before crashing. With `--request-dump` it first
+//! files a handled-error report, prints `requested id=ID` and keeps going. Exits 222 if it failed to crash, 1 if the handler could not
 //! be installed (with the error on stderr).
 
 use std::io::{BufRead, Write};
@@ -12,17 +15,31 @@ use std::time::Duration;
 
 use crashmon_handler::{HandlerConfig, MonitorConnection};
 
+static KIND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Announce this thread and crash it with the kind stored in `KIND`.
+fn crash_here() {
+    let kind = crashmon_demo::Kind::ALL[KIND.load(std::sync::atomic::Ordering::SeqCst)].1;
+    println!("crashing tid={}", nix::unistd::gettid());
+    let _ = std::io::stdout().flush();
+    crashmon_demo::crash(kind);
+}
+
 fn main() {
     let mut kind = None;
     let mut socket = None;
     let mut wait_stdin = false;
     let mut reply_timeout = None;
+    let mut on = "main".to_owned();
+    let mut request_dump = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--crash" => kind = args.next().and_then(|k| crashmon_demo::Kind::from_name(&k)),
             "--socket" => socket = args.next(),
             "--wait-stdin" => wait_stdin = true,
+            "--request-dump" => request_dump = true,
+            "--on" => on = args.next().unwrap_or_default(),
             "--reply-timeout-ms" => reply_timeout = args.next().and_then(|v| v.parse::<u64>().ok()),
             other => {
                 eprintln!("crasher: unknown argument {other}");
@@ -55,7 +72,26 @@ fn main() {
         let mut line = String::new();
         let _ = std::io::stdin().lock().read_line(&mut line);
     }
-    crashmon_demo::crash(kind);
+    if request_dump {
+        match crashmon_handler::request_dump("crasher: handled error before the crash") {
+            Ok(id) => println!("requested id={id}"),
+            Err(e) => println!("requested error={e}"),
+        }
+        let _ = std::io::stdout().flush();
+    }
+    let index = crashmon_demo::Kind::ALL.iter().position(|(_, k)| *k == kind).unwrap_or(0);
+    KIND.store(index, std::sync::atomic::Ordering::SeqCst);
+    match on.as_str() {
+        "main" => crashmon_demo::crash(kind),
+        "thread" => {
+            let _ = std::thread::Builder::new().name("crasher-thread".into()).spawn(crash_here).map(|h| h.join());
+        }
+        "pthread" => crashmon_demo::trigger::on_raw_pthread(crash_here),
+        other => {
+            eprintln!("crasher: --on {other}: expected main, thread or pthread");
+            std::process::exit(2);
+        }
+    }
     drop(guard);
     std::process::exit(crashmon_demo::FAILED_TO_CRASH);
 }

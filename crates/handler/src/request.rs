@@ -1,0 +1,206 @@
+//! Reports made from normal context: handled errors (dump without crashing)
+//! and Rust panics. These may allocate and lock; they never run inside a
+//! signal handler.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crashmon_protocol as proto;
+
+use crate::signal;
+
+/// A report id assigned by the monitor (a UUID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReportId(pub [u8; 16]);
+
+impl std::fmt::Display for ReportId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_char('-')?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a requested dump was not filed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DumpError {
+    /// No handler is installed.
+    #[error("the crashmon handler is not installed")]
+    NotInstalled,
+    /// The process is crashing; the fatal report takes precedence.
+    #[error("a crash is being reported")]
+    CrashInProgress,
+    /// The monitor is gone.
+    #[error("the monitor is not reachable")]
+    Disconnected,
+    /// The monitor did not answer in time.
+    #[error("the monitor did not answer within the reply timeout")]
+    TimedOut,
+    /// The monitor answered that it could not write the dump.
+    #[error("the monitor could not write the dump (errno {0})")]
+    Failed(i32),
+}
+
+/// One normal-context request at a time (the signal path has its own
+/// request id and buffers and never takes this lock).
+static REQUESTS: Mutex<()> = Mutex::new(());
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+fn next_request_id() -> u32 {
+    loop {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        if id != 0 && id != signal::SIGNAL_REQUEST_ID {
+            return id;
+        }
+    }
+}
+
+/// Send a dump request for the calling thread and wait for the answer.
+pub(crate) fn request(kind: proto::CrashKind, signo: i32, message: &str) -> Result<ReportId, DumpError> {
+    let fd = signal::socket_fd().ok_or(DumpError::NotInstalled)?;
+    let _serial = REQUESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let request_id = next_request_id();
+    let msg = proto::Message::DumpRequest(proto::DumpRequest {
+        kind,
+        request_id,
+        signo,
+        code: 0,
+        pid: std::process::id(),
+        tid: signal::gettid() as u32,
+        address: 0,
+        context: &[],
+        message: message.as_bytes(),
+    });
+    let mut buf = vec![0u8; proto::MAX_MESSAGE_LEN];
+    let n = proto::encode(&msg, &mut buf).map_err(|_| DumpError::Failed(0))?;
+    if !signal::send_datagram(fd, &buf[..n]) {
+        return Err(DumpError::Disconnected);
+    }
+    match signal::wait_reply_into(fd, request_id, signal::reply_timeout_ms(), &mut buf) {
+        signal::Reply::Complete(id) => Ok(ReportId(id)),
+        signal::Reply::Failed(errno) => Err(DumpError::Failed(errno)),
+        signal::Reply::TimedOut => Err(DumpError::TimedOut),
+        signal::Reply::Disconnected => Err(DumpError::Disconnected),
+    }
+}
+
+/// File a report of the live process without crashing it: a minidump of
+/// every thread (the calling thread is the one blamed) with `reason` in the
+/// report's metadata. The app keeps running. Blocks until the dump is
+/// durable or the reply timeout passes.
+pub fn request_dump(reason: &str) -> Result<ReportId, DumpError> {
+    if signal::crash_in_progress() {
+        return Err(DumpError::CrashInProgress);
+    }
+    request(proto::CrashKind::Requested, 0, reason)
+}
+
+/// File a report for an error the application handled: like
+/// [`request_dump`], with the error and its chain of sources as the reason.
+pub fn report_error(error: &(dyn std::error::Error + 'static)) -> Result<ReportId, DumpError> {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let _ = write!(text, ": {s}");
+        source = s.source();
+    }
+    request_dump(&text)
+}
+
+/// What the panic hook does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PanicMode {
+    /// File a report for the panic, then abort: the process dies by SIGABRT
+    /// (the same as `panic = "abort"`). The default: a panic is a crash.
+    #[default]
+    Abort,
+    /// File a report for the panic, then let it unwind as usual (the
+    /// application may catch it). The process keeps its normal behaviour.
+    Report,
+    /// Leave panics alone.
+    Off,
+}
+
+/// Text of a panic: its message and location.
+fn describe(info: &std::panic::PanicHookInfo<'_>) -> String {
+    let payload = info.payload();
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "Box<dyn Any>".to_owned());
+    match info.location() {
+        Some(l) => format!("panicked at {}:{}:{}: {msg}", l.file(), l.line(), l.column()),
+        None => format!("panicked: {msg}"),
+    }
+}
+
+/// Install the panic hook (chaining to the previous one).
+pub(crate) fn install_panic_hook(mode: PanicMode) {
+    if mode == PanicMode::Off {
+        return;
+    }
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if signal::socket_fd().is_none() {
+            previous(info);
+            return;
+        }
+        let text = describe(info);
+        match mode {
+            PanicMode::Abort => {
+                // The one fatal report of this process: claim it, so a
+                // signal on another thread cannot produce a second dump.
+                if signal::claim_fatal() {
+                    let result = request(proto::CrashKind::Panic, libc::SIGABRT, &text);
+                    if let Err(e) = result {
+                        tracing::warn!("crashmon: panic not reported: {e}");
+                    }
+                    previous(info);
+                    signal::fatal_done();
+                    // Our SIGABRT handler sees the claim and only re-raises.
+                    std::process::abort();
+                }
+                previous(info);
+                std::process::abort();
+            }
+            PanicMode::Report | PanicMode::Off => {
+                if let Err(e) = request(proto::CrashKind::Panic, 0, &text) {
+                    tracing::warn!("crashmon: panic not reported: {e}");
+                }
+                previous(info);
+            }
+        }
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_id_formats_as_uuid() {
+        let id = ReportId([0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(id.to_string(), "12345678-9abc-def0-0001-020304050607");
+    }
+
+    #[test]
+    fn requests_without_a_handler_are_refused() {
+        assert!(matches!(request_dump("x"), Err(DumpError::NotInstalled)));
+    }
+
+    #[test]
+    fn request_ids_skip_the_signal_id() {
+        NEXT_ID.store(signal::SIGNAL_REQUEST_ID, Ordering::Relaxed);
+        let id = next_request_id();
+        assert_ne!(id, signal::SIGNAL_REQUEST_ID);
+        assert_ne!(id, 0);
+    }
+}
