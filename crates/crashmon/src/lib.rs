@@ -72,6 +72,9 @@ pub enum Command {
     /// Internal: the demo application
     #[command(name = "__demo-app", hide = true)]
     DemoApp(cmd::demo::AppArgs),
+    /// Internal: resumes an app stopped mid-dump if the monitor dies
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog,
 }
 
 /// Global context handed to every subcommand.
@@ -137,6 +140,7 @@ pub fn main_impl() -> ExitCode {
         Command::Symbolicate(args) => cmd::symbolicate::run(&ctx, args),
         Command::SymbolicateReport(args) => postprocess::child_main(&ctx, args),
         Command::DemoApp(args) => cmd::demo::app_main(args),
+        Command::Watchdog => cmd::monitor::watchdog_main(),
     };
     match result {
         Ok(code) => ExitCode::from(code),

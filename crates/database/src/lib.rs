@@ -405,10 +405,38 @@ impl Database {
     }
 
     fn sweep(&self, grace: Duration) -> Result<usize, DbError> {
+        /// A file in new/ is a leftover when it is a dump nobody holds the
+        /// writer's lock on, or any other (temporary) file older than `grace`.
+        fn leftover_in_new(path: &Path, now: Duration, grace: Duration) -> bool {
+            if path.extension().is_some_and(|e| e == "dmp") {
+                use std::os::unix::fs::OpenOptionsExt;
+                return match fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits())
+                    .open(path)
+                {
+                    Ok(f) => f.try_lock().is_ok(),
+                    Err(_) => false,
+                };
+            }
+            fs::symlink_metadata(path)
+                .map(|m| now.saturating_sub(Duration::new(m.ctime().max(0).unsigned_abs(), 0)) >= grace)
+                .unwrap_or(false)
+        }
+
         let mut removed = 0;
+        let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         for path in fsutil::dir_entries(&self.dir(ReportState::New))? {
+            if !leftover_in_new(&path, now_secs, grace) {
+                continue;
+            }
             match remove_file(&path) {
-                Ok(gone) => removed += usize::from(gone),
+                Ok(gone) => {
+                    if gone {
+                        tracing::info!(path = %path.display(), "removed a partial dump whose writer is gone");
+                    }
+                    removed += usize::from(gone)
+                }
                 Err(e) => tracing::warn!("sweeping the database: {e}"),
             }
         }
@@ -449,6 +477,17 @@ impl Database {
         let id = ReportId::new_random();
         let path = self.file(ReportState::New, id, FileKind::Dump);
         let file = create_file(&path)?;
+        // The writer holds an exclusive lock for as long as the dump is in
+        // new/: sweep_new() only removes dumps whose writer is gone, so one
+        // monitor's sweep never deletes another's dump in progress.
+        file.try_lock().map_err(|e| DbError::Io {
+            op: "lock",
+            path: path.clone(),
+            source: match e {
+                fs::TryLockError::Error(e) => e,
+                fs::TryLockError::WouldBlock => io::Error::from(io::ErrorKind::WouldBlock),
+            },
+        })?;
         Ok(NewDump { id, file, path })
     }
 
@@ -462,7 +501,8 @@ impl Database {
         let new_path = self.file(ReportState::New, id, FileKind::Dump);
         file.sync_all().map_err(io_err("sync", &new_path))?;
         let size = file.metadata().map_err(io_err("inspect", &new_path))?.len();
-        drop(file);
+        // Keep `file` open (and locked) until the dump has left new/.
+
 
         let metadata = Metadata {
             id,
@@ -478,6 +518,7 @@ impl Database {
         }
         sync_dir(&self.dir(ReportState::Pending))?;
         tracing::info!(%id, size, "crash report committed");
+        drop(file);
         Ok(id)
     }
 

@@ -285,6 +285,9 @@ fn sweep_removes_partial_files_and_old_leftovers() {
     partial.file.write_all(b"MD").unwrap();
     drop(partial); // the writer died
     drop(f.db.begin_dump().unwrap());
+    // A writer that is still alive (another monitor): its dump must survive.
+    let live = f.db.begin_dump().unwrap();
+    // A fresh temporary file may be someone's atomic write in progress.
     fs::write(f.db.root().join("new/junk.tmp"), b"x").unwrap();
     // A commit interrupted between metadata and dump.
     let orphan =
@@ -292,15 +295,20 @@ fn sweep_removes_partial_files_and_old_leftovers() {
             .join(format!("pending/{}.json", ReportId::new_random()));
     fs::write(&orphan, b"{}").unwrap();
 
-    assert_eq!(f.db.sweep_new().unwrap(), 3);
-    assert_eq!(names(&f.db.root().join("new")), Vec::<String>::new());
+    assert_eq!(f.db.sweep_new().unwrap(), 2);
+    let live_name = format!("{}.dmp", live.id);
+    assert_eq!(names(&f.db.root().join("new")), vec![live_name, "junk.tmp".to_owned()]);
+    drop(live);
     assert!(
         orphan.exists(),
         "a fresh orphan may be a commit in progress"
     );
 
-    assert_eq!(f.db.sweep(Duration::ZERO).unwrap(), 1);
+    // Now the writer is gone and the grace period is over: the dump it left,
+    // the temporary file and the orphan all go.
+    assert_eq!(f.db.sweep(Duration::ZERO).unwrap(), 3);
     assert!(!orphan.exists());
+    assert_eq!(names(&f.db.root().join("new")), Vec::<String>::new());
     let listed: Vec<ReportId> = f.db.list().unwrap().iter().map(|e| e.id).collect();
     assert_eq!(listed, [failure, kept]);
     assert_eq!(f.db.sweep(Duration::ZERO).unwrap(), 0);

@@ -15,6 +15,7 @@
 pub mod capture;
 mod server;
 mod sys;
+pub mod watchdog;
 
-pub use server::{AfterCapture, MonitorConfig, MonitorError, serve_client, serve_socket};
+pub use server::{AfterCapture, FAULT_ENV, Fault, MonitorConfig, MonitorError, serve_client, serve_socket};
 pub use sys::owned_from_inherited;

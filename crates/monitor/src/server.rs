@@ -30,6 +30,52 @@ pub struct MonitorConfig {
     pub after_capture: Option<Arc<dyn AfterCapture>>,
     /// Most clients served at once on a shared socket; more are refused.
     pub max_clients: usize,
+    /// Resumes a stopped app if this monitor dies mid-dump.
+    pub watchdog: Option<Arc<crate::watchdog::Watchdog>>,
+    /// Test-only fault injection (see [`Fault`]); `None` in production.
+    pub fault: Option<Fault>,
+}
+
+/// Points where a test can make the monitor die, to prove nothing is lost or
+/// left stuck (RELIABILITY B2, B6). Selected with the environment variable
+/// [`FAULT_ENV`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// SIGKILL itself while the target is stopped for the dump.
+    DieMidDump,
+    /// SIGKILL itself after the dump is written, before it is published.
+    DieBeforePublish,
+    /// SIGKILL itself after publishing, before replying to the app.
+    DieBeforeReply,
+}
+
+/// Environment variable that selects a [`Fault`]: `die-mid-dump`,
+/// `die-before-publish`, `die-before-reply`.
+pub const FAULT_ENV: &str = "CRASHMON_FAULT_INJECT";
+
+impl Fault {
+    /// The fault named by [`FAULT_ENV`], if any.
+    pub fn from_env() -> Option<Fault> {
+        match std::env::var(FAULT_ENV).ok()?.as_str() {
+            "die-mid-dump" => Some(Fault::DieMidDump),
+            "die-before-publish" => Some(Fault::DieBeforePublish),
+            "die-before-reply" => Some(Fault::DieBeforeReply),
+            _ => None,
+        }
+    }
+}
+
+fn inject(config: &MonitorConfig, at: Fault, target: i32) {
+    if config.fault != Some(at) {
+        return;
+    }
+    tracing::warn!(?at, "fault injection: the monitor kills itself");
+    if at == Fault::DieMidDump {
+        // What minidump-writer does first: stop the target.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(target), nix::sys::signal::Signal::SIGSTOP);
+    }
+    let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
 }
 
 impl std::fmt::Debug for MonitorConfig {
@@ -330,9 +376,18 @@ impl<'a> Connection<'a> {
         let result = db.begin_dump().map_err(|e| e.to_string()).and_then(|mut new| {
             metadata.id = new.id;
             let context = (req.kind == proto::CrashKind::Signal).then_some(req.context);
-            match capture::write_minidump(pid, tid, context, &mut new.file) {
+            if let Some(w) = &self.config.watchdog {
+                w.begin(pid);
+            }
+            inject(self.config, Fault::DieMidDump, pid);
+            let captured = capture::write_minidump(pid, tid, context, &mut new.file);
+            if let Some(w) = &self.config.watchdog {
+                w.end(pid);
+            }
+            match captured {
                 Ok(c) => {
                     metadata.dump_size = Some(c.size);
+                    inject(self.config, Fault::DieBeforePublish, pid);
                     db.commit_dump(new, &metadata).map_err(|e| e.to_string())
                 }
                 Err(e) => {
@@ -345,6 +400,7 @@ impl<'a> Connection<'a> {
         });
         match result {
             Ok(id) => {
+                inject(self.config, Fault::DieBeforeReply, pid);
                 tracing::info!(
                     pid,
                     tid,

@@ -28,5 +28,9 @@ pub fn owned_from_inherited(fd: RawFd) -> Option<OwnedFd> {
     .ok()?;
     // SAFETY: the fd is open (checked above) and, per the contract, owned by
     // no one else in this process.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Our own children (watchdog, symbolicator) must not hold the app's
+    // connection open: the app detects the monitor's death by EOF.
+    nix::fcntl::fcntl(&owned, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).ok()?;
+    Some(owned)
 }

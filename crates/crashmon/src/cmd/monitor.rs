@@ -28,6 +28,16 @@ pub fn default_socket() -> Option<PathBuf> {
         .map(|d| PathBuf::from(d).join("crashmon/monitor.sock"))
 }
 
+/// The hidden `__watchdog` process (see `crashmon_monitor::watchdog`).
+pub fn watchdog_main() -> anyhow::Result<u8> {
+    // Its own session's signals are not ours to die of; only EOF ends it.
+    let resumed = crashmon_monitor::watchdog::run_watchdog(std::io::stdin().lock());
+    for pid in resumed {
+        tracing::warn!(pid, "the monitor died mid-dump; resumed the stopped app");
+    }
+    Ok(exit::OK)
+}
+
 /// Run the monitor until its client leaves (sidecar) or forever (socket).
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     // Take the inherited fd before anything else could open (and reuse) fds.
@@ -43,10 +53,24 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     let db = Database::open_or_create(&db_path)
         .with_context(|| format!("cannot use the crash database {}", db_path.display()))
         .code(exit::USAGE)?;
+    // Partial dumps of monitors that died (their writer's lock is gone).
+    if let Err(e) = db.sweep_new() {
+        tracing::warn!("cannot sweep partial dumps: {e}");
+    }
+    let exe = std::env::current_exe().context("cannot find the crashmon executable")?;
+    let watchdog = match crashmon_monitor::watchdog::Watchdog::spawn(&exe) {
+        Ok(w) => Some(Arc::new(w)),
+        Err(e) => {
+            tracing::warn!("cannot start the dump watchdog ({e}); a monitor crash mid-dump could leave an app stopped");
+            None
+        }
+    };
     let config = MonitorConfig {
         database: Arc::new(db),
         after_capture: Some(Arc::new(crate::postprocess::Symbolicate::new()?)),
         max_clients: 1024,
+        watchdog,
+        fault: crashmon_monitor::Fault::from_env(),
     };
     match client {
         Some(fd) => {
@@ -58,9 +82,6 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
                 .or_else(default_socket)
                 .ok_or_else(|| anyhow::anyhow!("no socket path: pass --socket or set XDG_RUNTIME_DIR"))
                 .code(exit::USAGE)?;
-            if let Err(e) = config.database.sweep_new() {
-                tracing::warn!("cannot sweep partial dumps: {e}");
-            }
             crashmon_monitor::serve_socket(&config, &path).code(exit::USAGE)?;
         }
     }
