@@ -40,12 +40,9 @@ fn assert_segv_dump(dump: &Path, ready: Ready) {
     let md = Minidump::read_path(dump).expect("the dump parses");
     let sys: MinidumpSystemInfo = md.get_stream().expect("system info stream");
     let exc: MinidumpException<'_> = md.get_stream().expect("exception stream");
-    match exc.get_crash_reason(sys.os, sys.cpu) {
-        CrashReason::LinuxSigsegv(kind) => {
-            assert_eq!(kind, minidump::format::ExceptionCodeLinuxSigsegvKind::SEGV_MAPERR)
-        }
-        other => panic!("crash reason {other:?}, expected SIGSEGV / SEGV_MAPERR"),
-    }
+    let reason = exc.get_crash_reason(sys.os, sys.cpu);
+    assert!(matches!(reason, CrashReason::LinuxSigsegv(_)), "{reason:?}");
+    assert_eq!(reason.to_string(), "SIGSEGV / SEGV_MAPERR");
     assert_eq!(exc.get_crash_address(sys.os, sys.cpu), crashmon_demo::trigger::SEGV_ADDRESS as u64);
     assert_eq!(exc.get_crashing_thread_id(), ready.tid as u32);
     let threads: MinidumpThreadList<'_> = md.get_stream().expect("thread list stream");
@@ -83,7 +80,14 @@ fn assert_report_names_crash_site(doc: &serde_json::Value, ready: Ready) {
     let idx = report["crashing_thread"].as_u64().expect("crashing thread index") as usize;
     let thread = &report["threads"][idx];
     assert_eq!(thread["tid"], ready.tid);
-    let top = &thread["frames"][0];
+    // The first frame outside the standard library (in a debug build
+    // `core::ptr::write_volatile` is a real frame above it).
+    let top = thread["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| !f["function"].as_str().unwrap_or("").starts_with("core::"))
+        .expect("a non-core frame");
     assert_eq!(top["function"], "crashmon_demo::trigger::segv", "{thread:#}");
     let trigger_rs = workspace_root().join("crates/demo/src/trigger.rs");
     assert!(top["file"].as_str().unwrap().ends_with("crates/demo/src/trigger.rs"), "{top:#}");
@@ -96,8 +100,8 @@ fn assert_report_names_crash_site(doc: &serde_json::Value, ready: Ready) {
         .find(|f| f["function"] == "crashmon_demo::crash")
         .unwrap_or_else(|| panic!("crashmon_demo::crash in {thread:#}"));
     assert_eq!(crash_call["line"], line_of(&lib_rs, "Kind::Segv => trigger::segv()"));
-    assert!(frames.iter().any(|f| f["function"] == "crashmon_demo::validate_order"), "{thread:#}");
-    assert!(report["signature"].as_str().unwrap().starts_with("crashmon_demo::trigger::segv"), "{report:#}");
+    assert!(frames.iter().any(|f| f["function"] == "crasher::main"), "{thread:#}");
+    assert!(report["signature"].as_str().unwrap().contains("crashmon_demo::trigger::segv"), "{report:#}");
     assert_eq!(doc["metadata"]["crash"]["signal_name"], "SIGSEGV");
     assert_eq!(doc["metadata"]["pid"], ready.pid);
 }
