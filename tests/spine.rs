@@ -8,7 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crashmon_test_support::{Ready, bin, death_signal, line_of, read_ready, wait_for, wait_timeout, workspace_root};
-use minidump::{CrashReason, Minidump, MinidumpException, MinidumpModuleList, MinidumpSystemInfo, MinidumpThreadList, Module};
+use minidump::{
+    CrashReason, Minidump, MinidumpException, MinidumpModuleList, MinidumpSystemInfo, MinidumpThreadList, Module,
+};
 
 fn crasher(db: &Path, args: &[&str]) -> (Child, Ready) {
     let mut child = Command::new(bin("crasher"))
@@ -48,10 +50,7 @@ fn assert_segv_dump(dump: &Path, ready: Ready) {
     let threads: MinidumpThreadList<'_> = md.get_stream().expect("thread list stream");
     assert!(threads.threads.iter().any(|t| t.raw.thread_id == ready.tid as u32), "crashing thread listed");
     let modules: MinidumpModuleList = md.get_stream().expect("module list stream");
-    assert!(
-        modules.iter().any(|m| m.code_file().ends_with("/crasher")),
-        "the crasher is in the module list"
-    );
+    assert!(modules.iter().any(|m| m.code_file().ends_with("/crasher")), "the crasher is in the module list");
 }
 
 fn show_json(db: &Path, id: &str) -> serde_json::Value {

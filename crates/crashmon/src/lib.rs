@@ -113,8 +113,9 @@ fn init_logging(cli: &Cli) {
     };
     // minidump-writer logs every mapping without a build id ([heap],
     // [stack], ...) as a warning: expected, so quiet unless asked for.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CRASHMON_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},minidump_writer=error,goblin=error")));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CRASHMON_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},minidump_writer=error,goblin=error"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

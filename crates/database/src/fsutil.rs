@@ -26,8 +26,7 @@ pub(crate) fn create_dir(path: &Path) -> Result<bool, DbError> {
     match DirBuilder::new().mode(DIR_MODE).create(path) {
         Ok(()) => {
             // The umask may have removed bits from DIR_MODE; put them back.
-            fs::set_permissions(path, Permissions::from_mode(DIR_MODE))
-                .map_err(io_err("set permissions of", path))?;
+            fs::set_permissions(path, Permissions::from_mode(DIR_MODE)).map_err(io_err("set permissions of", path))?;
             Ok(true)
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
@@ -55,9 +54,7 @@ pub(crate) fn validate_dir(path: &Path) -> Result<(), DbError> {
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(DbError::NotFound {
-                path: path.to_path_buf(),
-            });
+            return Err(DbError::NotFound { path: path.to_path_buf() });
         }
         Err(e) => return Err(io_err("inspect", path)(e)),
     };
@@ -70,17 +67,10 @@ pub(crate) fn validate_dir(path: &Path) -> Result<(), DbError> {
     }
     let uid = nix::unistd::geteuid().as_raw();
     if meta.uid() != uid {
-        return Err(DbError::WrongOwner {
-            path,
-            owner: meta.uid(),
-            uid,
-        });
+        return Err(DbError::WrongOwner { path, owner: meta.uid(), uid });
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(DbError::InsecureMode {
-            path,
-            mode: meta.mode() & 0o7777,
-        });
+        return Err(DbError::InsecureMode { path, mode: meta.mode() & 0o7777 });
     }
     Ok(())
 }
@@ -95,23 +85,17 @@ pub(crate) fn create_file(path: &Path) -> Result<File, DbError> {
         .custom_flags(OFlag::O_NOFOLLOW.bits())
         .open(path)
         .map_err(io_err("create", path))?;
-    file.set_permissions(Permissions::from_mode(FILE_MODE))
-        .map_err(io_err("set permissions of", path))?;
+    file.set_permissions(Permissions::from_mode(FILE_MODE)).map_err(io_err("set permissions of", path))?;
     Ok(file)
 }
 
 /// Reads a whole regular file without following a symlink (and without
 /// blocking on a FIFO someone put in its place).
 pub(crate) fn read_file(path: &Path) -> io::Result<Vec<u8>> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
-        .open(path)?;
+    let mut file =
+        OpenOptions::new().read(true).custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits()).open(path)?;
     if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
     }
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
@@ -139,9 +123,7 @@ pub(crate) fn remove_file(path: &Path) -> Result<bool, DbError> {
 
 /// Makes the entries of directory `path` durable.
 pub(crate) fn sync_dir(path: &Path) -> Result<(), DbError> {
-    File::open(path)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io_err("sync directory", path))
+    File::open(path).and_then(|dir| dir.sync_all()).map_err(io_err("sync directory", path))
 }
 
 /// The paths of the entries of directory `path`.

@@ -49,12 +49,9 @@ use serde::{Deserialize, Serialize};
 
 pub use error::DbError;
 use fsutil::{
-    create_dir, create_dir_all, create_file, io_err, is_file, read_file, remove_file, sync_dir,
-    validate_dir,
+    create_dir, create_dir_all, create_file, io_err, is_file, read_file, remove_file, sync_dir, validate_dir,
 };
-pub use metadata::{
-    CrashInfo, CrashKind, METADATA_SCHEMA_VERSION, Metadata, SymbolicationStatus, UploadState,
-};
+pub use metadata::{CrashInfo, CrashKind, METADATA_SCHEMA_VERSION, Metadata, SymbolicationStatus, UploadState};
 pub use signals::{signal_code_name, signal_name};
 
 /// Environment variable naming the database directory. Read by the callers
@@ -68,10 +65,7 @@ pub fn default_path() -> Option<PathBuf> {
     default_path_from(std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME"))
 }
 
-fn default_path_from(
-    xdg_data_home: Option<std::ffi::OsString>,
-    home: Option<std::ffi::OsString>,
-) -> Option<PathBuf> {
+fn default_path_from(xdg_data_home: Option<std::ffi::OsString>, home: Option<std::ffi::OsString>) -> Option<PathBuf> {
     let usable = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
     usable(xdg_data_home)
         .or_else(|| usable(home).map(|home| home.join(".local/share")))
@@ -139,11 +133,7 @@ pub enum ReportState {
 
 impl ReportState {
     /// The states of finished reports, in listing order.
-    const STORED: [ReportState; 3] = [
-        ReportState::Pending,
-        ReportState::Completed,
-        ReportState::Failed,
-    ];
+    const STORED: [ReportState; 3] = [ReportState::Pending, ReportState::Completed, ReportState::Failed];
 
     /// The name of this state's directory in the database.
     pub fn dir_name(self) -> &'static str {
@@ -183,12 +173,7 @@ impl FileKind {
     fn parse(name: &str) -> Option<(ReportId, FileKind)> {
         [FileKind::Report, FileKind::Metadata, FileKind::Dump]
             .into_iter()
-            .find_map(|kind| {
-                Some((
-                    ReportId::from_file_stem(name.strip_suffix(kind.suffix())?)?,
-                    kind,
-                ))
-            })
+            .find_map(|kind| Some((ReportId::from_file_stem(name.strip_suffix(kind.suffix())?)?, kind)))
     }
 }
 
@@ -214,11 +199,7 @@ pub struct Settings {
 impl Settings {
     /// Settings of a new database: a fresh client id, uploads disabled.
     pub fn fresh() -> Settings {
-        Settings {
-            schema_version: 1,
-            client_id: uuid::Uuid::new_v4(),
-            uploads_enabled: false,
-        }
+        Settings { schema_version: 1, client_id: uuid::Uuid::new_v4(), uploads_enabled: false }
     }
 }
 
@@ -316,10 +297,7 @@ impl Database {
 
     fn validate(&self) -> Result<(), DbError> {
         validate_dir(&self.root)?;
-        [ReportState::New]
-            .into_iter()
-            .chain(ReportState::STORED)
-            .try_for_each(|state| validate_dir(&self.dir(state)))
+        [ReportState::New].into_iter().chain(ReportState::STORED).try_for_each(|state| validate_dir(&self.dir(state)))
     }
 
     /// The database directory (absolute).
@@ -358,9 +336,7 @@ impl Database {
         let settings = Settings::fresh();
         // Without replacing: a concurrent creator's client id wins.
         match self.write_atomic(&path, &to_json(&settings, &path)?, false) {
-            Err(DbError::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
-                Ok(())
-            }
+            Err(DbError::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => Ok(()),
             Err(e) => Err(e),
             Ok(()) => {
                 let client_id = settings.client_id;
@@ -374,14 +350,10 @@ impl Database {
     /// to `dest` (replacing an existing file, or failing with `EEXIST` if
     /// `replace` is false), then fsyncs `dest`'s directory.
     fn write_atomic(&self, dest: &Path, bytes: &[u8], replace: bool) -> Result<(), DbError> {
-        let tmp = self
-            .dir(ReportState::New)
-            .join(format!("{}.tmp", uuid::Uuid::new_v4()));
+        let tmp = self.dir(ReportState::New).join(format!("{}.tmp", uuid::Uuid::new_v4()));
         let result = (|| {
             let mut file = create_file(&tmp)?;
-            file.write_all(bytes)
-                .and_then(|()| file.sync_all())
-                .map_err(io_err("write", &tmp))?;
+            file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io_err("write", &tmp))?;
             if replace {
                 fs::rename(&tmp, dest).map_err(io_err("move into place", dest))
             } else {
@@ -441,9 +413,7 @@ impl Database {
             }
         }
         let locations = self.scan()?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         for state in ReportState::STORED {
             for path in fsutil::dir_entries(&self.dir(state))? {
                 let Some((id, kind)) = file_name(&path).and_then(FileKind::parse) else {
@@ -503,12 +473,7 @@ impl Database {
         let size = file.metadata().map_err(io_err("inspect", &new_path))?.len();
         // Keep `file` open (and locked) until the dump has left new/.
 
-
-        let metadata = Metadata {
-            id,
-            dump_size: Some(size),
-            ..metadata.clone()
-        };
+        let metadata = Metadata { id, dump_size: Some(size), ..metadata.clone() };
         let json_path = self.file(ReportState::Pending, id, FileKind::Metadata);
         self.write_atomic(&json_path, &to_json(&metadata, &json_path)?, true)?;
         let dump_path = self.file(ReportState::Pending, id, FileKind::Dump);
@@ -536,10 +501,7 @@ impl Database {
     /// [`ReportState::Failed`] without dump.
     pub fn record_failure(&self, metadata: &Metadata) -> Result<ReportId, DbError> {
         let id = ReportId::new_random();
-        let metadata = Metadata {
-            id,
-            ..metadata.clone()
-        };
+        let metadata = Metadata { id, ..metadata.clone() };
         let path = self.file(ReportState::Failed, id, FileKind::Metadata);
         self.write_atomic(&path, &to_json(&metadata, &path)?, false)?;
         tracing::info!(%id, failure = ?metadata.failure, "recorded a crash without dump");
@@ -552,21 +514,14 @@ impl Database {
         serde_json::from_slice::<serde::de::IgnoredAny>(report_json)
             .map_err(|source| DbError::InvalidReport { id, source })?;
         let location = self.locate_existing(id)?;
-        self.write_atomic(
-            &self.file(location.state, id, FileKind::Report),
-            report_json,
-            true,
-        )
+        self.write_atomic(&self.file(location.state, id, FileKind::Report), report_json, true)
     }
 
     /// Atomically replaces the metadata of `id`, whatever its state.
     /// [`DbError::IdMismatch`] if `metadata.id` is not `id`.
     pub fn update_metadata(&self, id: ReportId, metadata: &Metadata) -> Result<(), DbError> {
         if metadata.id != id {
-            return Err(DbError::IdMismatch {
-                id,
-                metadata_id: metadata.id,
-            });
+            return Err(DbError::IdMismatch { id, metadata_id: metadata.id });
         }
         let location = self.locate_existing(id)?;
         let path = self.file(location.state, id, FileKind::Metadata);
@@ -591,11 +546,7 @@ impl Database {
             return Ok(());
         }
         if to == ReportState::New || !from.has_dump {
-            return Err(DbError::InvalidTransition {
-                id,
-                from: from.state,
-                to,
-            });
+            return Err(DbError::InvalidTransition { id, from: from.state, to });
         }
         for kind in [FileKind::Metadata, FileKind::Report] {
             let src = self.file(from.state, id, kind);
@@ -603,9 +554,7 @@ impl Database {
                 remove_file(&self.file(to, id, kind))?; // a stale copy
                 continue;
             }
-            let tmp = self
-                .dir(ReportState::New)
-                .join(format!("{}.tmp", uuid::Uuid::new_v4()));
+            let tmp = self.dir(ReportState::New).join(format!("{}.tmp", uuid::Uuid::new_v4()));
             fs::hard_link(&src, &tmp).map_err(io_err("link", &src))?;
             let dest = self.file(to, id, kind);
             let renamed = fs::rename(&tmp, &dest);
@@ -616,8 +565,7 @@ impl Database {
         }
         sync_dir(&self.dir(to))?;
         let dump = self.file(to, id, FileKind::Dump);
-        fs::rename(self.file(from.state, id, FileKind::Dump), &dump)
-            .map_err(io_err("move into place", &dump))?;
+        fs::rename(self.file(from.state, id, FileKind::Dump), &dump).map_err(io_err("move into place", &dump))?;
         sync_dir(&self.dir(to))?;
         for kind in [FileKind::Metadata, FileKind::Report] {
             remove_file(&self.file(from.state, id, kind))?;
@@ -642,51 +590,31 @@ impl Database {
                 }
             })
             .collect();
-        entries.sort_by(|a, b| {
-            (b.metadata.captured_at_ms, b.id).cmp(&(a.metadata.captured_at_ms, a.id))
-        });
+        entries.sort_by_key(|e| std::cmp::Reverse((e.metadata.captured_at_ms, e.id)));
         Ok(entries)
     }
 
     /// Finds a report by full id or by a prefix of at least 4 hex digits
     /// (hyphens are ignored).
     pub fn find(&self, query: &str) -> Result<Entry, DbError> {
-        let no_such = || DbError::NoSuchReport {
-            query: query.to_owned(),
-        };
+        let no_such = || DbError::NoSuchReport { query: query.to_owned() };
         if let Ok(id) = query.parse::<ReportId>() {
             let location = self.locate(id)?.ok_or_else(no_such)?;
             return self.entry(id, location);
         }
-        let prefix: String = query
-            .chars()
-            .filter(|&c| c != '-')
-            .collect::<String>()
-            .to_ascii_lowercase();
+        let prefix: String = query.chars().filter(|&c| c != '-').collect::<String>().to_ascii_lowercase();
         if !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(DbError::InvalidQuery {
-                query: query.to_owned(),
-                reason: "not hexadecimal",
-            });
+            return Err(DbError::InvalidQuery { query: query.to_owned(), reason: "not hexadecimal" });
         }
         if prefix.len() < 4 {
-            return Err(DbError::InvalidQuery {
-                query: query.to_owned(),
-                reason: "give at least 4 hex digits",
-            });
+            return Err(DbError::InvalidQuery { query: query.to_owned(), reason: "give at least 4 hex digits" });
         }
-        let matches: Vec<(ReportId, Location)> = self
-            .scan()?
-            .into_iter()
-            .filter(|(id, _)| id.as_uuid().simple().to_string().starts_with(&prefix))
-            .collect();
+        let matches: Vec<(ReportId, Location)> =
+            self.scan()?.into_iter().filter(|(id, _)| id.as_uuid().simple().to_string().starts_with(&prefix)).collect();
         match matches[..] {
             [] => Err(no_such()),
             [(id, location)] => self.entry(id, location),
-            _ => Err(DbError::AmbiguousId {
-                query: query.to_owned(),
-                count: matches.len(),
-            }),
+            _ => Err(DbError::AmbiguousId { query: query.to_owned(), count: matches.len() }),
         }
     }
 
@@ -701,20 +629,14 @@ impl Database {
                 Some(now) if now != location => return self.entry_at(id, now),
                 Some(_) => {}
                 None => {
-                    return Err(DbError::NoSuchReport {
-                        query: id.to_string(),
-                    });
+                    return Err(DbError::NoSuchReport { query: id.to_string() });
                 }
             }
         }
         result
     }
 
-    fn entry_at(
-        &self,
-        id: ReportId,
-        Location { state, has_dump }: Location,
-    ) -> Result<Entry, DbError> {
+    fn entry_at(&self, id: ReportId, Location { state, has_dump }: Location) -> Result<Entry, DbError> {
         let mut metadata: Metadata = read_json(&self.file(state, id, FileKind::Metadata))?;
         if metadata.id != id {
             let metadata_id = metadata.id;
@@ -735,23 +657,15 @@ impl Database {
     fn locate(&self, id: ReportId) -> Result<Option<Location>, DbError> {
         for state in ReportState::STORED {
             if is_file(&self.file(state, id, FileKind::Dump))? {
-                return Ok(Some(Location {
-                    state,
-                    has_dump: true,
-                }));
+                return Ok(Some(Location { state, has_dump: true }));
             }
         }
         let failed = is_file(&self.file(ReportState::Failed, id, FileKind::Metadata))?;
-        Ok(failed.then_some(Location {
-            state: ReportState::Failed,
-            has_dump: false,
-        }))
+        Ok(failed.then_some(Location { state: ReportState::Failed, has_dump: false }))
     }
 
     fn locate_existing(&self, id: ReportId) -> Result<Location, DbError> {
-        self.locate(id)?.ok_or_else(|| DbError::NoSuchReport {
-            query: id.to_string(),
-        })
+        self.locate(id)?.ok_or_else(|| DbError::NoSuchReport { query: id.to_string() })
     }
 
     /// Every report of the database and where it is: each `.dmp`, plus each
@@ -763,28 +677,17 @@ impl Database {
             for path in fsutil::dir_entries(&self.dir(state))? {
                 match file_name(&path).and_then(FileKind::parse) {
                     Some((id, FileKind::Dump)) => {
-                        if let Some(other) = found.insert(
-                            id,
-                            Location {
-                                state,
-                                has_dump: true,
-                            },
-                        ) {
+                        if let Some(other) = found.insert(id, Location { state, has_dump: true }) {
                             tracing::warn!(%id, "dump found in both {} and {state}", other.state);
                         }
                     }
-                    Some((id, FileKind::Metadata)) if state == ReportState::Failed => {
-                        dumpless.push(id)
-                    }
+                    Some((id, FileKind::Metadata)) if state == ReportState::Failed => dumpless.push(id),
                     _ => {}
                 }
             }
         }
         for id in dumpless {
-            found.entry(id).or_insert(Location {
-                state: ReportState::Failed,
-                has_dump: false,
-            });
+            found.entry(id).or_insert(Location { state: ReportState::Failed, has_dump: false });
         }
         Ok(found)
     }
@@ -796,15 +699,11 @@ fn file_name(path: &Path) -> Option<&str> {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, DbError> {
     let bytes = read_file(path).map_err(io_err("read", path))?;
-    serde_json::from_slice(&bytes).map_err(|source| DbError::Corrupt {
-        path: path.to_path_buf(),
-        source,
-    })
+    serde_json::from_slice(&bytes).map_err(|source| DbError::Corrupt { path: path.to_path_buf(), source })
 }
 
 fn to_json<T: Serialize>(value: &T, path: &Path) -> Result<Vec<u8>, DbError> {
-    let mut json =
-        serde_json::to_vec_pretty(value).map_err(|e| io_err("encode", path)(e.into()))?;
+    let mut json = serde_json::to_vec_pretty(value).map_err(|e| io_err("encode", path)(e.into()))?;
     json.push(b'\n');
     Ok(json)
 }

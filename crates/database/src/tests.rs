@@ -27,11 +27,7 @@ fn fixture() -> Fixture {
     let guard = UMASK_LOCK.read().unwrap_or_else(PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open_or_create(&dir.path().join("db")).unwrap();
-    Fixture {
-        _guard: guard,
-        dir,
-        db,
-    }
+    Fixture { _guard: guard, dir, db }
 }
 
 fn id(s: &str) -> ReportId {
@@ -58,24 +54,15 @@ fn commit(db: &Database, bytes: &[u8], captured_at_ms: u64) -> ReportId {
 
 /// Puts a report with a chosen id straight into `pending/`.
 fn put_pending(db: &Database, id: ReportId, captured_at_ms: u64) {
-    let m = Metadata {
-        id,
-        ..metadata(captured_at_ms)
-    };
+    let m = Metadata { id, ..metadata(captured_at_ms) };
     let dir = db.root().join("pending");
-    fs::write(
-        dir.join(format!("{id}.json")),
-        serde_json::to_vec(&m).unwrap(),
-    )
-    .unwrap();
+    fs::write(dir.join(format!("{id}.json")), serde_json::to_vec(&m).unwrap()).unwrap();
     fs::write(dir.join(format!("{id}.dmp")), b"MDMP").unwrap();
 }
 
 fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut names: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     names
 }
@@ -121,12 +108,7 @@ fn layout_has_exact_modes_whatever_the_umask() {
             root.join(format!("failed/{failed}.json")),
         ];
         for file in files {
-            assert_eq!(
-                mode(&file),
-                0o600,
-                "{} under umask {mask:03o}",
-                file.display()
-            );
+            assert_eq!(mode(&file), 0o600, "{} under umask {mask:03o}", file.display());
         }
         let dump = db.begin_dump().unwrap();
         assert_eq!(mode(&dump.path), 0o600);
@@ -140,20 +122,10 @@ fn refuses_a_symlinked_root() {
     let f = fixture();
     let link = f.dir.path().join("link");
     std::os::unix::fs::symlink(f.db.root(), &link).unwrap();
-    for result in [
-        Database::open_or_create(&link),
-        Database::open_existing(&link),
-    ] {
+    for result in [Database::open_or_create(&link), Database::open_existing(&link)] {
         let err = result.unwrap_err();
-        assert!(
-            matches!(err, DbError::Symlink { ref path } if path == &link),
-            "{err:?}"
-        );
-        assert!(
-            err.to_string()
-                .ends_with("link is a symlink; refusing to use it"),
-            "{err}"
-        );
+        assert!(matches!(err, DbError::Symlink { ref path } if path == &link), "{err:?}");
+        assert!(err.to_string().ends_with("link is a symlink; refusing to use it"), "{err}");
     }
 }
 
@@ -162,15 +134,8 @@ fn refuses_group_or_world_writable_directories() {
     let f = fixture();
     fs::set_permissions(f.db.root(), Permissions::from_mode(0o770)).unwrap();
     let err = Database::open_existing(f.db.root()).unwrap_err();
-    assert!(
-        matches!(err, DbError::InsecureMode { mode: 0o770, .. }),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string()
-            .contains("is group- or world-writable (mode 0770)"),
-        "{err}"
-    );
+    assert!(matches!(err, DbError::InsecureMode { mode: 0o770, .. }), "{err:?}");
+    assert!(err.to_string().contains("is group- or world-writable (mode 0770)"), "{err}");
     assert!(Database::open_or_create(f.db.root()).is_err());
 
     // A readable root is fine, a world-writable subdirectory is not.
@@ -179,10 +144,7 @@ fn refuses_group_or_world_writable_directories() {
     let pending = f.db.root().join("pending");
     fs::set_permissions(&pending, Permissions::from_mode(0o703)).unwrap();
     let err = Database::open_existing(f.db.root()).unwrap_err();
-    assert!(
-        matches!(err, DbError::InsecureMode { ref path, mode: 0o703 } if *path == pending),
-        "{err:?}"
-    );
+    assert!(matches!(err, DbError::InsecureMode { ref path, mode: 0o703 } if *path == pending), "{err:?}");
 }
 
 #[test]
@@ -190,22 +152,13 @@ fn open_existing_requires_the_whole_layout() {
     let f = fixture();
     let missing = f.dir.path().join("nothing");
     let err = Database::open_existing(&missing).unwrap_err();
-    assert!(
-        matches!(err, DbError::NotFound { ref path } if *path == missing),
-        "{err:?}"
-    );
-    assert_eq!(
-        err.to_string(),
-        format!("database directory {} does not exist", missing.display())
-    );
+    assert!(matches!(err, DbError::NotFound { ref path } if *path == missing), "{err:?}");
+    assert_eq!(err.to_string(), format!("database directory {} does not exist", missing.display()));
     assert!(!missing.exists(), "open_existing must not create anything");
 
     fs::remove_dir(f.db.root().join("completed")).unwrap();
     let err = Database::open_existing(f.db.root()).unwrap_err();
-    assert!(
-        matches!(err, DbError::NotFound { ref path } if path.ends_with("completed")),
-        "{err:?}"
-    );
+    assert!(matches!(err, DbError::NotFound { ref path } if path.ends_with("completed")), "{err:?}");
     // open_or_create repairs it.
     Database::open_or_create(f.db.root()).unwrap();
     Database::open_existing(f.db.root()).unwrap();
@@ -229,40 +182,20 @@ fn commit_publishes_dump_and_metadata() {
 
     assert_eq!(id, expected);
     assert_eq!(names(&f.db.root().join("new")), Vec::<String>::new());
-    assert_eq!(
-        names(&f.db.root().join("pending")),
-        [format!("{id}.dmp"), format!("{id}.json")]
-    );
+    assert_eq!(names(&f.db.root().join("pending")), [format!("{id}.dmp"), format!("{id}.json")]);
     let pending = f.db.root().join("pending");
-    assert_eq!(
-        fs::read(pending.join(format!("{id}.dmp"))).unwrap(),
-        b"MDMP and more"
-    );
-    let stored: Metadata =
-        serde_json::from_slice(&fs::read(pending.join(format!("{id}.json"))).unwrap()).unwrap();
-    assert_eq!(
-        stored,
-        Metadata {
-            id,
-            dump_size: Some(13),
-            ..m
-        }
-    );
+    assert_eq!(fs::read(pending.join(format!("{id}.dmp"))).unwrap(), b"MDMP and more");
+    let stored: Metadata = serde_json::from_slice(&fs::read(pending.join(format!("{id}.json"))).unwrap()).unwrap();
+    assert_eq!(stored, Metadata { id, dump_size: Some(13), ..m });
 
     let entries = f.db.list().unwrap();
     assert_eq!(entries.len(), 1);
     let entry = &entries[0];
     assert_eq!((entry.id, entry.state), (id, ReportState::Pending));
-    assert_eq!(
-        entry.dump_path.as_deref(),
-        Some(pending.join(format!("{id}.dmp")).as_path())
-    );
+    assert_eq!(entry.dump_path.as_deref(), Some(pending.join(format!("{id}.dmp")).as_path()));
     assert_eq!(entry.report_path, None);
     assert_eq!(entry.read_report().unwrap(), None);
-    assert_eq!(
-        entry.metadata.crash.code_name.as_deref(),
-        Some("SEGV_MAPERR")
-    );
+    assert_eq!(entry.metadata.crash.code_name.as_deref(), Some("SEGV_MAPERR"));
 }
 
 #[test]
@@ -290,19 +223,14 @@ fn sweep_removes_partial_files_and_old_leftovers() {
     // A fresh temporary file may be someone's atomic write in progress.
     fs::write(f.db.root().join("new/junk.tmp"), b"x").unwrap();
     // A commit interrupted between metadata and dump.
-    let orphan =
-        f.db.root()
-            .join(format!("pending/{}.json", ReportId::new_random()));
+    let orphan = f.db.root().join(format!("pending/{}.json", ReportId::new_random()));
     fs::write(&orphan, b"{}").unwrap();
 
     assert_eq!(f.db.sweep_new().unwrap(), 2);
     let live_name = format!("{}.dmp", live.id);
     assert_eq!(names(&f.db.root().join("new")), vec![live_name, "junk.tmp".to_owned()]);
     drop(live);
-    assert!(
-        orphan.exists(),
-        "a fresh orphan may be a commit in progress"
-    );
+    assert!(orphan.exists(), "a fresh orphan may be a commit in progress");
 
     // Now the writer is gone and the grace period is over: the dump it left,
     // the temporary file and the orphan all go.
@@ -325,11 +253,7 @@ fn transition_moves_all_files() {
     assert_eq!(names(&f.db.root().join("new")), Vec::<String>::new());
     assert_eq!(
         names(&f.db.root().join("completed")),
-        [
-            format!("{id}.dmp"),
-            format!("{id}.json"),
-            format!("{id}.report.json")
-        ]
+        [format!("{id}.dmp"), format!("{id}.json"), format!("{id}.report.json")]
     );
     let entry = f.db.find(&id.to_string()).unwrap();
     assert_eq!(entry.state, ReportState::Completed);
@@ -338,24 +262,13 @@ fn transition_moves_all_files() {
 
     f.db.transition(id, ReportState::Completed).unwrap(); // no-op
     let err = f.db.transition(id, ReportState::New).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DbError::InvalidTransition {
-                from: ReportState::Completed,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, DbError::InvalidTransition { from: ReportState::Completed, .. }), "{err:?}");
     f.db.transition(id, ReportState::Failed).unwrap();
     assert_eq!(f.db.list().unwrap()[0].state, ReportState::Failed);
     assert_eq!(names(&f.db.root().join("completed")), Vec::<String>::new());
 
     let unknown = ReportId::new_random();
-    let err =
-        f.db.transition(unknown, ReportState::Completed)
-            .unwrap_err();
+    let err = f.db.transition(unknown, ReportState::Completed).unwrap_err();
     assert!(matches!(err, DbError::NoSuchReport { .. }), "{err:?}");
 }
 
@@ -366,18 +279,11 @@ fn interrupted_transitions_never_show_a_report_twice() {
     let pending_json = f.db.root().join(format!("pending/{id}.json"));
     // Crashed after linking the metadata into the targets, before the rename.
     for target in ["completed", "failed"] {
-        fs::hard_link(
-            &pending_json,
-            f.db.root().join(format!("{target}/{id}.json")),
-        )
-        .unwrap();
+        fs::hard_link(&pending_json, f.db.root().join(format!("{target}/{id}.json"))).unwrap();
     }
     let entries = f.db.list().unwrap();
     assert_eq!(entries.len(), 1);
-    assert_eq!(
-        (entries[0].id, entries[0].state),
-        (id, ReportState::Pending)
-    );
+    assert_eq!((entries[0].id, entries[0].state), (id, ReportState::Pending));
 
     // Retrying replaces the stale copy.
     f.db.transition(id, ReportState::Failed).unwrap();
@@ -400,11 +306,7 @@ fn list_is_newest_first_and_skips_corrupt_metadata() {
     let failure = f.db.record_failure(&metadata(250)).unwrap();
     f.db.transition(middle, ReportState::Completed).unwrap();
     let corrupt = commit(&f.db, b"MDMP", 400);
-    fs::write(
-        f.db.root().join(format!("pending/{corrupt}.json")),
-        b"{\"id\": tru",
-    )
-    .unwrap();
+    fs::write(f.db.root().join(format!("pending/{corrupt}.json")), b"{\"id\": tru").unwrap();
     // Metadata behind a symlink is not followed.
     let linked = commit(&f.db, b"MDMP", 500);
     let json = f.db.root().join(format!("pending/{linked}.json"));
@@ -427,10 +329,7 @@ fn list_is_newest_first_and_skips_corrupt_metadata() {
         ]
     );
     let err = f.db.find(&corrupt.to_string()).unwrap_err();
-    assert!(
-        matches!(err, DbError::Corrupt { ref path, .. } if path.ends_with(format!("{corrupt}.json"))),
-        "{err:?}"
-    );
+    assert!(matches!(err, DbError::Corrupt { ref path, .. } if path.ends_with(format!("{corrupt}.json"))), "{err:?}");
 }
 
 #[test]
@@ -443,37 +342,21 @@ fn find_by_id_or_prefix() {
         put_pending(&f.db, id, n as u64);
     }
 
-    assert_eq!(
-        f.db.find("abcd0000-0000-4000-8000-000000000001")
-            .unwrap()
-            .id,
-        a
-    );
+    assert_eq!(f.db.find("abcd0000-0000-4000-8000-000000000001").unwrap().id, a);
     assert_eq!(f.db.find("abcd0000000040008000000000000001").unwrap().id, a);
     assert_eq!(f.db.find("abcd0").unwrap().id, a);
     assert_eq!(f.db.find("ABCD1").unwrap().id, b);
     assert_eq!(f.db.find("12345678-9a").unwrap().id, c);
 
     let err = f.db.find("abcd").unwrap_err();
-    assert!(
-        matches!(err, DbError::AmbiguousId { count: 2, ref query } if query == "abcd"),
-        "{err:?}"
-    );
+    assert!(matches!(err, DbError::AmbiguousId { count: 2, ref query } if query == "abcd"), "{err:?}");
     let err = f.db.find("ffff").unwrap_err();
-    assert!(
-        matches!(err, DbError::NoSuchReport { ref query } if query == "ffff"),
-        "{err:?}"
-    );
-    let err =
-        f.db.find("ffffffff-0000-4000-8000-000000000000")
-            .unwrap_err();
+    assert!(matches!(err, DbError::NoSuchReport { ref query } if query == "ffff"), "{err:?}");
+    let err = f.db.find("ffffffff-0000-4000-8000-000000000000").unwrap_err();
     assert!(matches!(err, DbError::NoSuchReport { .. }), "{err:?}");
     for bad in ["abc", "", "../../etc/passwd", "abcz"] {
         let err = f.db.find(bad).unwrap_err();
-        assert!(
-            matches!(err, DbError::InvalidQuery { .. }),
-            "{bad:?}: {err:?}"
-        );
+        assert!(matches!(err, DbError::InvalidQuery { .. }), "{bad:?}: {err:?}");
     }
 }
 
@@ -506,16 +389,11 @@ fn update_metadata_and_write_report() {
     let mut m = f.db.find(&id.to_string()).unwrap().metadata;
     m.upload.attempts = 3;
     m.upload.last_error = Some("HTTP 503".into());
-    m.symbolication = Some(SymbolicationStatus::Failed {
-        reason: "no symbols".into(),
-    });
+    m.symbolication = Some(SymbolicationStatus::Failed { reason: "no symbols".into() });
     f.db.update_metadata(id, &m).unwrap();
     assert_eq!(f.db.list().unwrap()[0].metadata, m);
 
-    let other = Metadata {
-        id: ReportId::new_random(),
-        ..m.clone()
-    };
+    let other = Metadata { id: ReportId::new_random(), ..m.clone() };
     let err = f.db.update_metadata(id, &other).unwrap_err();
     assert!(matches!(err, DbError::IdMismatch { .. }), "{err:?}");
     let err = f.db.update_metadata(other.id, &other).unwrap_err();
@@ -525,10 +403,7 @@ fn update_metadata_and_write_report() {
     assert!(matches!(err, DbError::InvalidReport { .. }), "{err:?}");
     f.db.write_report(id, b"[1]").unwrap();
     f.db.write_report(id, b"[2]").unwrap();
-    assert_eq!(
-        f.db.list().unwrap()[0].read_report().unwrap().unwrap(),
-        b"[2]"
-    );
+    assert_eq!(f.db.list().unwrap()[0].read_report().unwrap().unwrap(), b"[2]");
     assert_eq!(names(&f.db.root().join("new")), Vec::<String>::new());
 }
 
@@ -538,25 +413,14 @@ fn settings_round_trip_and_stable_client_id() {
     let settings = f.db.settings().unwrap();
     assert_eq!(settings.schema_version, 1);
     assert!(!settings.uploads_enabled);
-    let raw: serde_json::Value =
-        serde_json::from_slice(&fs::read(f.db.root().join("settings.json")).unwrap()).unwrap();
+    let raw: serde_json::Value = serde_json::from_slice(&fs::read(f.db.root().join("settings.json")).unwrap()).unwrap();
     assert_eq!(raw["client_id"], settings.client_id.to_string());
 
-    let changed = Settings {
-        uploads_enabled: true,
-        ..settings.clone()
-    };
+    let changed = Settings { uploads_enabled: true, ..settings.clone() };
     f.db.write_settings(&changed).unwrap();
     let reopened = Database::open_or_create(f.db.root()).unwrap();
     assert_eq!(reopened.settings().unwrap(), changed);
-    assert_eq!(
-        Database::open_existing(f.db.root())
-            .unwrap()
-            .settings()
-            .unwrap()
-            .client_id,
-        settings.client_id
-    );
+    assert_eq!(Database::open_existing(f.db.root()).unwrap().settings().unwrap().client_id, settings.client_id);
 
     let other = Database::open_or_create(&f.dir.path().join("other")).unwrap();
     assert_ne!(other.settings().unwrap().client_id, settings.client_id);
@@ -567,26 +431,16 @@ fn metadata_parses_without_optional_fields() {
     let json = r#"{"id": "abcd0000-0000-4000-8000-000000000001",
                    "captured_at_ms": 5, "pid": 42, "crash": {"kind": "panic"}}"#;
     let m: Metadata = serde_json::from_str(json).unwrap();
-    let expected = Metadata::new(
-        id("abcd0000-0000-4000-8000-000000000001"),
-        5,
-        42,
-        CrashInfo::new(CrashKind::Panic),
-    );
+    let expected = Metadata::new(id("abcd0000-0000-4000-8000-000000000001"), 5, 42, CrashInfo::new(CrashKind::Panic));
     assert_eq!(m, expected);
     assert_eq!(m.schema_version, 1);
     assert_eq!(m.upload, UploadState::default());
 
     let mut full = metadata(9);
-    full.symbolication = Some(SymbolicationStatus::Failed {
-        reason: "boom".into(),
-    });
+    full.symbolication = Some(SymbolicationStatus::Failed { reason: "boom".into() });
     full.upload.next_attempt_ms = Some(10);
     let value = serde_json::to_value(&full).unwrap();
-    assert_eq!(
-        value["symbolication"],
-        serde_json::json!({"status": "failed", "reason": "boom"})
-    );
+    assert_eq!(value["symbolication"], serde_json::json!({"status": "failed", "reason": "boom"}));
     assert_eq!(value["crash"]["kind"], "signal");
     assert_eq!(value["crash"]["signal_name"], "SIGSEGV");
     assert_eq!(value["id"], full.id.to_string());
@@ -604,44 +458,23 @@ fn ids_states_and_file_names() {
     assert_eq!("abcd0000".parse::<ReportId>().ok(), None);
     assert_ne!(ReportId::new_random(), ReportId::new_random());
     assert_eq!(ReportState::Completed.to_string(), "completed");
-    assert_eq!(
-        serde_json::to_string(&ReportState::Failed).unwrap(),
-        r#""failed""#
-    );
+    assert_eq!(serde_json::to_string(&ReportState::Failed).unwrap(), r#""failed""#);
 
     let name = format!("{id}.report.json");
     assert_eq!(FileKind::parse(&name), Some((id, FileKind::Report)));
-    assert_eq!(
-        FileKind::parse(&format!("{id}.dmp")),
-        Some((id, FileKind::Dump))
-    );
-    for bad in [
-        "ABCD0000-0000-4000-8000-000000000001.dmp",
-        "abcd000000004000800000000000001.json",
-        "../x.json",
-        ".dmp",
-    ] {
+    assert_eq!(FileKind::parse(&format!("{id}.dmp")), Some((id, FileKind::Dump)));
+    for bad in ["ABCD0000-0000-4000-8000-000000000001.dmp", "abcd000000004000800000000000001.json", "../x.json", ".dmp"]
+    {
         assert_eq!(FileKind::parse(bad), None, "{bad}");
     }
 }
 
 #[test]
 fn default_path_prefers_xdg_data_home() {
-    let path = |xdg: Option<&str>, home: Option<&str>| {
-        default_path_from(xdg.map(Into::into), home.map(Into::into))
-    };
-    assert_eq!(
-        path(Some("/data"), Some("/home/u")),
-        Some(PathBuf::from("/data/crashmon"))
-    );
-    assert_eq!(
-        path(None, Some("/home/u")),
-        Some(PathBuf::from("/home/u/.local/share/crashmon"))
-    );
-    assert_eq!(
-        path(Some("relative"), Some("/home/u")),
-        Some(PathBuf::from("/home/u/.local/share/crashmon"))
-    );
+    let path = |xdg: Option<&str>, home: Option<&str>| default_path_from(xdg.map(Into::into), home.map(Into::into));
+    assert_eq!(path(Some("/data"), Some("/home/u")), Some(PathBuf::from("/data/crashmon")));
+    assert_eq!(path(None, Some("/home/u")), Some(PathBuf::from("/home/u/.local/share/crashmon")));
+    assert_eq!(path(Some("relative"), Some("/home/u")), Some(PathBuf::from("/home/u/.local/share/crashmon")));
     assert_eq!(path(Some(""), None), None);
     assert_eq!(path(None, None), None);
 }
@@ -650,18 +483,9 @@ fn default_path_prefers_xdg_data_home() {
 fn annotations_survive_a_round_trip_through_the_database() {
     let f = fixture();
     let mut m = metadata(1);
-    m.annotations = BTreeMap::from([
-        ("a".into(), "1".into()),
-        ("b\n".into(), "\"quoted\"".into()),
-    ]);
+    m.annotations = BTreeMap::from([("a".into(), "1".into()), ("b\n".into(), "\"quoted\"".into())]);
     let mut dump = f.db.begin_dump().unwrap();
     dump.file.write_all(b"x").unwrap();
     let id = f.db.commit_dump(dump, &m).unwrap();
-    assert_eq!(
-        f.db.find(&id.to_string()[..8])
-            .unwrap()
-            .metadata
-            .annotations,
-        m.annotations
-    );
+    assert_eq!(f.db.find(&id.to_string()[..8]).unwrap().metadata.annotations, m.annotations);
 }

@@ -2,8 +2,8 @@
 //! shared monitor's socket; then the hello handshake.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -68,20 +68,11 @@ fn find_monitor_exe(explicit: Option<&Path>) -> Result<PathBuf, InstallError> {
         .ok_or(InstallError::MonitorNotFound)
 }
 
-fn spawn(
-    exe: Option<&Path>,
-    args: &[std::ffi::OsString],
-    config: &HandlerConfig,
-) -> Result<Connected, InstallError> {
+fn spawn(exe: Option<&Path>, args: &[std::ffi::OsString], config: &HandlerConfig) -> Result<Connected, InstallError> {
     let exe = find_monitor_exe(exe)?;
     let os = |call| move |e: nix::errno::Errno| InstallError::Os { call, source: e.into() };
-    let (ours, theirs) = socket::socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(os("socketpair"))?;
+    let (ours, theirs) = socket::socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(os("socketpair"))?;
     // The monitor's end must survive exec; ours must not leak into it.
     nix::fcntl::fcntl(theirs.as_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
         .map_err(os("fcntl"))?;
@@ -110,10 +101,7 @@ fn connect_socket(path: &Path) -> Result<Connected, InstallError> {
     socket::connect(fd.as_raw_fd(), &addr).map_err(|e| err(e.into()))?;
     let cred = socket::getsockopt(&fd, socket::sockopt::PeerCredentials).map_err(|e| err(e.into()))?;
     if cred.uid() != nix::unistd::geteuid().as_raw() && cred.uid() != 0 {
-        return Err(err(std::io::Error::other(format!(
-            "the socket belongs to uid {}, not to us or root",
-            cred.uid()
-        ))));
+        return Err(err(std::io::Error::other(format!("the socket belongs to uid {}, not to us or root", cred.uid()))));
     }
     Ok(Connected { socket: fd, monitor_pid: cred.pid() as u32, child: None })
 }
@@ -139,17 +127,18 @@ fn handshake(fd: &OwnedFd, timeout: Duration) -> Result<u32, InstallError> {
             Err(e) => return Err(InstallError::Handshake(format!("poll: {e}"))),
         }
         let n = match socket::recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-            Ok(0) => return Err(InstallError::Handshake("the monitor closed the connection (see its error above)".into())),
+            Ok(0) => {
+                return Err(InstallError::Handshake("the monitor closed the connection (see its error above)".into()));
+            }
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => continue,
             Err(e) => return Err(InstallError::Handshake(format!("recv: {e}"))),
         };
         return match proto::decode(&buf[..n]) {
             Ok(proto::Message::HelloAck(ack)) => Ok(ack.monitor_pid),
-            Ok(proto::Message::DumpFailed(f)) => Err(InstallError::Handshake(format!(
-                "the monitor refused us: {}",
-                String::from_utf8_lossy(f.reason)
-            ))),
+            Ok(proto::Message::DumpFailed(f)) => {
+                Err(InstallError::Handshake(format!("the monitor refused us: {}", String::from_utf8_lossy(f.reason))))
+            }
             Ok(other) => Err(InstallError::Handshake(format!("unexpected message {other:?}"))),
             Err(e) => Err(InstallError::Handshake(format!("bad message: {e}"))),
         };

@@ -170,9 +170,7 @@ impl Drop for Guard {
         let _ = nix::sys::socket::shutdown(self.socket.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         if let Some(mut child) = self.child.take() {
             // Reap the sidecar when it exits, without blocking the app.
-            let _ = std::thread::Builder::new()
-                .name("crashmon-reaper".into())
-                .spawn(move || child.wait());
+            let _ = std::thread::Builder::new().name("crashmon-reaper".into()).spawn(move || child.wait());
         }
         INSTALLED.store(false, Ordering::SeqCst);
     }

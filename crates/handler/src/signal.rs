@@ -18,15 +18,8 @@ use crashmon_protocol as proto;
 use libc::{c_int, c_void, siginfo_t};
 
 /// The signals crashmon catches.
-pub(crate) const SIGNALS: [c_int; 7] = [
-    libc::SIGSEGV,
-    libc::SIGBUS,
-    libc::SIGFPE,
-    libc::SIGILL,
-    libc::SIGABRT,
-    libc::SIGTRAP,
-    libc::SIGSYS,
-];
+pub(crate) const SIGNALS: [c_int; 7] =
+    [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL, libc::SIGABRT, libc::SIGTRAP, libc::SIGSYS];
 
 /// A static cell written only while no handler can run (install) or by the
 /// single thread that won the crash gate.
@@ -46,12 +39,9 @@ static DUMP_DONE: AtomicU32 = AtomicU32::new(0);
 
 static OLD_ACTIONS: Shared<[MaybeUninit<libc::sigaction>; SIGNALS.len()]> =
     Shared(UnsafeCell::new([MaybeUninit::uninit(); SIGNALS.len()]));
-static CONTEXT: Shared<MaybeUninit<crash_context::CrashContext>> =
-    Shared(UnsafeCell::new(MaybeUninit::uninit()));
-static SEND_BUF: Shared<[u8; proto::MAX_MESSAGE_LEN]> =
-    Shared(UnsafeCell::new([0; proto::MAX_MESSAGE_LEN]));
-static RECV_BUF: Shared<[u8; proto::MAX_MESSAGE_LEN]> =
-    Shared(UnsafeCell::new([0; proto::MAX_MESSAGE_LEN]));
+static CONTEXT: Shared<MaybeUninit<crash_context::CrashContext>> = Shared(UnsafeCell::new(MaybeUninit::uninit()));
+static SEND_BUF: Shared<[u8; proto::MAX_MESSAGE_LEN]> = Shared(UnsafeCell::new([0; proto::MAX_MESSAGE_LEN]));
+static RECV_BUF: Shared<[u8; proto::MAX_MESSAGE_LEN]> = Shared(UnsafeCell::new([0; proto::MAX_MESSAGE_LEN]));
 
 /// The request id the signal path uses; requests from normal context use
 /// other ids, so the crashing thread only takes its own reply.
@@ -183,11 +173,7 @@ pub(crate) fn ensure_alt_stack() -> Result<(), i32> {
         // Guard page at the low end: an overflow of the handler itself faults
         // instead of scribbling over other memory.
         libc::mprotect(mem, page, libc::PROT_NONE);
-        let stack = libc::stack_t {
-            ss_sp: mem.cast::<u8>().add(page).cast(),
-            ss_flags: 0,
-            ss_size: ALT_STACK_SIZE,
-        };
+        let stack = libc::stack_t { ss_sp: mem.cast::<u8>().add(page).cast(), ss_flags: 0, ss_size: ALT_STACK_SIZE };
         if libc::sigaltstack(&stack, ptr::null_mut()) != 0 {
             let errno = *libc::__errno_location();
             libc::munmap(mem, len);

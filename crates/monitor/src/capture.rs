@@ -57,8 +57,11 @@ pub fn write_minidump(pid: i32, tid: i32, context: Option<&[u8]>, out: &mut File
         if ctx.pid != pid || ctx.tid != tid {
             return Err(CaptureError::Writer {
                 pid,
-                source: format!("crash context names pid {} tid {}, request names pid {pid} tid {tid}", ctx.pid, ctx.tid)
-                    .into(),
+                source: format!(
+                    "crash context names pid {} tid {}, request names pid {pid} tid {tid}",
+                    ctx.pid, ctx.tid
+                )
+                .into(),
             });
         }
         config.set_crash_context(minidump_writer::CrashContextExt { inner: ctx });

@@ -225,13 +225,9 @@ fn bind(path: &Path) -> Result<OwnedFd, MonitorError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(listen_err(e)),
     }
-    let fd = socket::socket(
-        socket::AddressFamily::Unix,
-        socket::SockType::SeqPacket,
-        socket::SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(|e| listen_err(e.into()))?;
+    let fd =
+        socket::socket(socket::AddressFamily::Unix, socket::SockType::SeqPacket, socket::SockFlag::SOCK_CLOEXEC, None)
+            .map_err(|e| listen_err(e.into()))?;
     // Create the socket file 0600 whatever the umask.
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
     let bound = socket::bind(fd.as_raw_fd(), &addr);
@@ -458,7 +454,11 @@ fn crash_info(req: &proto::DumpRequest<'_>) -> CrashInfo {
         signal: has_signal.then_some(req.signo),
         signal_name: crashmon_database::signal_name(req.signo).map(str::to_owned),
         code: is_signal.then_some(req.code),
-        code_name: if is_signal { crashmon_database::signal_code_name(req.signo, req.code).map(str::to_owned) } else { None },
+        code_name: if is_signal {
+            crashmon_database::signal_code_name(req.signo, req.code).map(str::to_owned)
+        } else {
+            None
+        },
         address: is_signal.then_some(req.address),
         tid: Some(req.tid as i32),
         message: (!req.message.is_empty()).then(|| String::from_utf8_lossy(req.message).into_owned()),
@@ -468,4 +468,3 @@ fn crash_info(req: &proto::DumpRequest<'_>) -> CrashInfo {
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
-

@@ -98,9 +98,13 @@ pub enum DecodeError {
 impl core::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            DecodeError::TooShort { len } => write!(f, "message of {len} bytes is shorter than the {HEADER_LEN}-byte header"),
+            DecodeError::TooShort { len } => {
+                write!(f, "message of {len} bytes is shorter than the {HEADER_LEN}-byte header")
+            }
             DecodeError::BadMagic(m) => write!(f, "bad magic 0x{m:08x}"),
-            DecodeError::UnsupportedVersion(v) => write!(f, "unsupported protocol version {v} (this build speaks {VERSION})"),
+            DecodeError::UnsupportedVersion(v) => {
+                write!(f, "unsupported protocol version {v} (this build speaks {VERSION})")
+            }
             DecodeError::UnknownKind(k) => write!(f, "unknown message kind {k}"),
             DecodeError::BadLength { kind, expected, actual } => {
                 write!(f, "{kind:?} payload must be {expected} bytes, got {actual}")
@@ -511,7 +515,9 @@ mod tests {
         // A header claiming a huge payload is refused from the header alone.
         let mut bad = buf;
         bad[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(decode_header(&bad[..n]), Err(DecodeError::BadLength { actual, .. }) if actual == u32::MAX as usize));
+        assert!(
+            matches!(decode_header(&bad[..n]), Err(DecodeError::BadLength { actual, .. }) if actual == u32::MAX as usize)
+        );
     }
 
     #[test]
@@ -527,7 +533,17 @@ mod tests {
     fn oversize_context_is_an_encode_error_and_text_is_cut_on_char_boundary() {
         let mut buf = [0u8; MAX_MESSAGE_LEN];
         let ctx = [0u8; CONTEXT_CAPACITY + 1];
-        let req = DumpRequest { kind: CrashKind::Panic, request_id: 1, signo: 6, code: 0, pid: 1, tid: 1, address: 0, context: &ctx, message: b"" };
+        let req = DumpRequest {
+            kind: CrashKind::Panic,
+            request_id: 1,
+            signo: 6,
+            code: 0,
+            pid: 1,
+            tid: 1,
+            address: 0,
+            context: &ctx,
+            message: b"",
+        };
         assert_eq!(encode(&Message::DumpRequest(req), &mut buf), Err(EncodeError::TooLong));
         // 'é' is two bytes; a message of 255 'a' + 'é' must be cut before 'é'.
         let mut text = [b'a'; TEXT_CAPACITY + 1];
@@ -543,7 +559,17 @@ mod tests {
     #[test]
     fn zero_pid_or_unknown_crash_kind_is_refused() {
         let mut buf = [0u8; MAX_MESSAGE_LEN];
-        let req = DumpRequest { kind: CrashKind::Signal, request_id: 1, signo: 11, code: 1, pid: 0, tid: 1, address: 0, context: &[], message: b"" };
+        let req = DumpRequest {
+            kind: CrashKind::Signal,
+            request_id: 1,
+            signo: 11,
+            code: 1,
+            pid: 0,
+            tid: 1,
+            address: 0,
+            context: &[],
+            message: b"",
+        };
         let n = encode(&Message::DumpRequest(req), &mut buf).unwrap();
         assert_eq!(decode(&buf[..n]), Err(DecodeError::BadField("pid/tid")));
         let req = DumpRequest { pid: 5, ..req };

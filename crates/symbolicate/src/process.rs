@@ -125,10 +125,18 @@ fn check_bounds(dump: &Dump, len: usize) -> Result<(), String> {
         for thread in &threads.threads {
             let (ctx, stack) = (thread.raw.thread_context, thread.raw.stack.memory);
             if !in_bounds(ctx.rva, ctx.data_size) {
-                return Err(past_end(format!("the context of thread {}", thread.raw.thread_id), ctx.rva, ctx.data_size));
+                return Err(past_end(
+                    format!("the context of thread {}", thread.raw.thread_id),
+                    ctx.rva,
+                    ctx.data_size,
+                ));
             }
             if !in_bounds(stack.rva, stack.data_size) {
-                return Err(past_end(format!("the stack of thread {}", thread.raw.thread_id), stack.rva, stack.data_size));
+                return Err(past_end(
+                    format!("the stack of thread {}", thread.raw.thread_id),
+                    stack.rva,
+                    stack.data_size,
+                ));
             }
         }
     }
@@ -255,11 +263,7 @@ fn split_reason(reason: &str) -> (Option<String>, Option<String>) {
         Some((first, rest)) => (first, Some(rest)),
         None => (reason, None),
     };
-    if first.starts_with("SIG") {
-        (Some(first.to_owned()), rest.map(str::to_owned))
-    } else {
-        (None, None)
-    }
+    if first.starts_with("SIG") { (Some(first.to_owned()), rest.map(str::to_owned)) } else { (None, None) }
 }
 
 fn thread_report(stack: &CallStack, crashed: bool) -> ThreadReport {
@@ -332,9 +336,14 @@ fn trust_name(trust: FrameTrust) -> &'static str {
     }
 }
 
-/// Drops empty names and the Rust symbol hash (`::h0123456789abcdef`).
-/// (wholesym already demangles; names from some paths still carry the
-/// hash.)
+/// Tidies a function name from the provider: drops empty names and the
+/// Rust symbol hash (`::h0123456789abcdef`), and undoes a quirk of the
+/// demangler inside wholesym (`samply_symbols::demangle_any`): a name it
+/// cannot demangle loses one leading underscore (meant for Mach-O symbol
+/// names), so glibc's `__libc_read` arrives as `_libc_read`. A plain
+/// identifier that still starts with `_` therefore had one more; it is put
+/// back. (A C name with a single leading underscore, like `_start`, arrives
+/// as `start` and cannot be told apart, so stays that way.)
 pub(crate) fn clean_function_name(name: &str) -> Option<String> {
     let name = name.trim();
     if name.is_empty() {
@@ -344,6 +353,10 @@ pub(crate) fn clean_function_name(name: &str) -> Option<String> {
         Some((head, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => head,
         _ => name,
     };
+    let plain_identifier = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'$' | b'@'));
+    if plain_identifier && name.starts_with('_') {
+        return Some(format!("_{name}"));
+    }
     Some(name.to_owned())
 }
 
@@ -363,5 +376,19 @@ mod tests {
         assert_eq!(clean_function_name("foo::bar::h0123456789abcdef").as_deref(), Some("foo::bar"));
         assert_eq!(clean_function_name("foo::bar::hello").as_deref(), Some("foo::bar::hello"));
         assert_eq!(clean_function_name("  ").as_deref(), None);
+    }
+
+    #[test]
+    fn leading_underscore_restored() {
+        assert_eq!(clean_function_name("_libc_read").as_deref(), Some("__libc_read"));
+        assert_eq!(clean_function_name("_GI___libc_read").as_deref(), Some("__GI___libc_read"));
+        assert_eq!(
+            clean_function_name("_memcpy_avx_unaligned_erms.cold").as_deref(),
+            Some("__memcpy_avx_unaligned_erms.cold")
+        );
+        // Demangled Rust / C++ names are left alone.
+        assert_eq!(clean_function_name("__rustc::rust_begin_unwind").as_deref(), Some("__rustc::rust_begin_unwind"));
+        assert_eq!(clean_function_name("_foo::bar()").as_deref(), Some("_foo::bar()"));
+        assert_eq!(clean_function_name("read").as_deref(), Some("read"));
     }
 }

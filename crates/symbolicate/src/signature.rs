@@ -107,10 +107,7 @@ fn frame_label(frame: &FrameReport) -> String {
 /// `fallback` (the crash reason) if no frame is meaningful.
 pub fn signature_of(frames: &[FrameReport], fallback: &str) -> String {
     // A panic: start below the panic runtime.
-    let start = frames
-        .iter()
-        .rposition(|f| f.function.as_deref().is_some_and(is_panic_entry))
-        .map_or(0, |i| i + 1);
+    let start = frames.iter().rposition(|f| f.function.as_deref().is_some_and(is_panic_entry)).map_or(0, |i| i + 1);
     let parts: Vec<String> = frames[start..]
         .iter()
         .filter(|f| !f.function.as_deref().is_some_and(is_skipped_function))

@@ -95,13 +95,13 @@ pub fn render_text(report: &Report, color: bool) -> String {
         out.push_str("\nModules without symbols:\n");
         let width = without.iter().map(|m| m.code_file.chars().count()).max().unwrap_or(0);
         for module in without {
-            let _ = writeln!(
-                out,
-                "  {:<width$}  {}: {}",
-                module.code_file,
-                module.symbols.as_str(),
+            // Names that are not paths (the kernel's vDSO) never have a file.
+            let why = if module.symbols == SymbolStatus::Missing && !module.code_file.starts_with('/') {
+                "not a file on disk"
+            } else {
                 module.symbols.describe()
-            );
+            };
+            let _ = writeln!(out, "  {:<width$}  {}: {why}", module.code_file, module.symbols.as_str());
         }
     }
     out
@@ -119,18 +119,44 @@ fn render_frames(out: &mut String, frames: &[FrameReport], limit: usize, style: 
         out.push_str("    <no frames>\n");
         return;
     }
-    for frame in frames.iter().take(limit) {
-        out.push_str(&frame_line(frame, style));
-        out.push('\n');
+    let shown = &frames[..frames.len().min(limit)];
+    let width = shown.last().map_or(0, |f| f.index.to_string().len()).max(2);
+    let mut i = 0;
+    while i < shown.len() {
+        // Deep recursion (a stack overflow): show a run of identical frames
+        // once or twice, then how many more there are.
+        let run = shown[i..].iter().take_while(|f| same_place(f, &shown[i])).count();
+        if run > REPEAT_SHOWN + 1 {
+            for frame in &shown[i..i + REPEAT_SHOWN] {
+                out.push_str(&frame_line(frame, width, style));
+                out.push('\n');
+            }
+            let _ = writeln!(out, "    … the same frame {} more times", run - REPEAT_SHOWN);
+            i += run;
+        } else {
+            out.push_str(&frame_line(&shown[i], width, style));
+            out.push('\n');
+            i += 1;
+        }
     }
     if frames.len() > limit {
         let _ = writeln!(out, "    … {} more frames", frames.len() - limit);
     }
 }
 
+/// How many frames of a run of identical ones are shown.
+const REPEAT_SHOWN: usize = 2;
+
+/// Whether two frames are the same code location (recursion).
+fn same_place(a: &FrameReport, b: &FrameReport) -> bool {
+    a.function.is_some()
+        && (&a.function, &a.file, a.line, &a.module, a.module_offset, a.inlined)
+            == (&b.function, &b.file, b.line, &b.module, b.module_offset, b.inlined)
+}
+
 /// One frame: ` 0  function (file:line)  [module +0xoffset]`.
-fn frame_line(frame: &FrameReport, style: Style) -> String {
-    let mut line = format!("{:>2}  ", frame.index);
+fn frame_line(frame: &FrameReport, width: usize, style: Style) -> String {
+    let mut line = format!("{:>width$}  ", frame.index);
     if let Some(function) = &frame.function {
         line.push_str(&style.bold(function));
         if let Some(location) = location(frame) {

@@ -1,1 +1,549 @@
-//! placeholder
+//! crashmon's uploader: sends pending crash reports to a collector.
+//!
+//! - [`Target`]: where to ([`Target::parse`] takes a collector URL or a
+//!   Sentry DSN; see [`target`]).
+//! - [`upload_report`] uploads one report, [`upload_pending`] every pending
+//!   report that is due; both return an [`Outcome`] per report and move the
+//!   report on: `completed/` when accepted (server id in the metadata),
+//!   `failed/` when rejected for good (reason in `metadata.failure`),
+//!   otherwise it stays in `pending/` with `attempts`, `next_attempt_ms` and
+//!   `last_error` updated ([`retry`]).
+//! - Nothing is sent unless the user agreed (`settings.uploads_enabled`,
+//!   see [`set_consent`]) or the caller overrides it
+//!   ([`UploadOptions::ignore_consent`]).
+//! - Each report is locked while it is uploaded ([`lock`](crate::lock) docs:
+//!   `flock` on `pending/<id>.dmp`), so concurrent uploaders — threads,
+//!   `crashmon upload` runs, the monitor — never send a report twice.
+//! - Dumps are streamed from disk, never read whole into memory, and
+//!   scrubbed of secrets from the environment and command line on the way
+//!   ([`scrub`]).
+//! - Replies are classified by kind ([`reply`]); rate limits pause every
+//!   report to the target, persisted in `<db>/upload-state.json`
+//!   ([`state`]).
+//! - Redirects are never followed and TLS never falls back to plain HTTP
+//!   (see the `http` module notes in [`UploadOptions::timeout`]).
+
+mod body;
+mod http;
+mod lock;
+pub mod reply;
+pub mod request;
+pub mod retry;
+pub mod scrub;
+mod sentry;
+pub mod state;
+pub mod target;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use crashmon_database::{Database, DbError, Entry, ReportId, ReportState, Settings};
+use serde::Serialize;
+
+pub use reply::{Failure, Verdict};
+pub use retry::{Clock, ManualClock, SystemClock};
+pub use scrub::ScrubOptions;
+pub use state::{TargetPause, paused_targets, target_pause};
+pub use target::{Flavor, SentryDsn, SentryEndpoint, Target, TargetError};
+
+use crate::body::DumpSource;
+use crate::lock::Locked;
+use crate::reply::Protocol;
+use crate::scrub::{ScrubError, ScrubPlan};
+
+/// How to upload.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct UploadOptions {
+    /// Bound on one whole request, from DNS lookup to the last byte of the
+    /// reply (default 60 s, as Crashpad). A stalled or trickling server
+    /// ends at this timeout and the report is retried later.
+    pub timeout: Duration,
+    /// Compress (default on): gzip the whole body (Breakpad, Sentry
+    /// envelope) or the dump part (Sentry minidump endpoint).
+    pub compress: bool,
+    /// Secret scrubbing (default on).
+    pub scrub: ScrubOptions,
+    /// Upload even though the user has not enabled uploads (an explicit
+    /// command-line override). Default false.
+    pub ignore_consent: bool,
+    /// Ignore a report's `next_attempt_ms` (e.g. the user named the report).
+    /// A rate-limit pause of the target is still honoured. Default false.
+    pub force: bool,
+    /// Product name to send; default: the report's annotation, else the
+    /// executable's name.
+    pub product: Option<String>,
+    /// Version to send; default: the report's annotation.
+    pub version: Option<String>,
+    /// Most bytes of a reply body read (default 64 KiB).
+    pub max_reply_bytes: usize,
+    /// Use `HTTP(S)_PROXY`/`NO_PROXY` from the environment (default true).
+    pub use_env_proxy: bool,
+    /// Seed of the jitter and multipart boundaries (default: random).
+    pub rng_seed: Option<u64>,
+}
+
+impl Default for UploadOptions {
+    fn default() -> UploadOptions {
+        UploadOptions {
+            timeout: Duration::from_secs(60),
+            compress: true,
+            scrub: ScrubOptions::default(),
+            ignore_consent: false,
+            force: false,
+            product: None,
+            version: None,
+            max_reply_bytes: 64 * 1024,
+            use_env_proxy: true,
+            rng_seed: None,
+        }
+    }
+}
+
+/// A local error: the database, the target string or the dump file, as
+/// opposed to what the server said (which is an [`Outcome`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UploadError {
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] DbError),
+    /// The target string is not usable.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The report has no dump.
+    #[error("report {id} has no dump to upload")]
+    NoDump {
+        /// The report.
+        id: ReportId,
+    },
+    /// The dump could not be opened, locked or read.
+    #[error("cannot lock or read the dump of report {id}: {source}")]
+    Dump {
+        /// The report.
+        id: ReportId,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The shared upload state (rate-limit pauses) failed.
+    #[error("cannot {op} {}: {source}", .path.display())]
+    State {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What happened to one report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Uploaded; moved to `completed/`.
+    Accepted {
+        /// The server's id for it, if it gave one.
+        server_id: Option<String>,
+    },
+    /// Refused for good (or unsendable); moved to `failed/`.
+    Rejected {
+        /// Why.
+        failure: Failure,
+    },
+    /// Failed now, stays pending; retried after a backoff.
+    RetryLater {
+        /// Why.
+        failure: Failure,
+        /// Attempts made so far.
+        attempts: u32,
+        /// Earliest next attempt (Unix ms).
+        next_attempt_ms: u64,
+    },
+    /// The target refuses us whatever the report (credentials, URL,
+    /// redirect); stays pending with a backoff; the rest of a batch is not
+    /// attempted. Fix the target.
+    TargetRefused {
+        /// Why.
+        failure: Failure,
+        /// Attempts made so far.
+        attempts: u32,
+        /// Earliest next attempt (Unix ms).
+        next_attempt_ms: u64,
+    },
+    /// The server asked us to slow down; stays pending, and every report to
+    /// this target waits until `until_ms`.
+    RateLimited {
+        /// The reply.
+        failure: Failure,
+        /// Attempts made so far.
+        attempts: u32,
+        /// No request to the target before this (Unix ms).
+        until_ms: u64,
+    },
+    /// Not sent: its next attempt is later.
+    NotDue {
+        /// When it is due (Unix ms).
+        next_attempt_ms: u64,
+    },
+    /// Not sent: the target is paused (rate limit).
+    TargetPaused {
+        /// Until when (Unix ms).
+        until_ms: u64,
+    },
+    /// Not sent: another uploader is sending it right now.
+    Busy,
+    /// Not sent: it is not pending (any more).
+    NotPending {
+        /// Where it is.
+        state: ReportState,
+    },
+    /// Not sent: an earlier report of the batch showed the target
+    /// unreachable or refusing.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// Not sent: the user has not enabled uploads.
+    ConsentOff,
+}
+
+impl Outcome {
+    /// The report was uploaded.
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Accepted { .. })
+    }
+
+    /// The report was attempted and failed, or rejected, or skipped because
+    /// of such a failure: something for a non-zero exit status. Reports
+    /// that were simply not due, paused, busy, not pending or held back by
+    /// consent are not failures.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Rejected { .. }
+                | Outcome::RetryLater { .. }
+                | Outcome::TargetRefused { .. }
+                | Outcome::RateLimited { .. }
+                | Outcome::Skipped { .. }
+        )
+    }
+}
+
+fn at(ms: u64) -> String {
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Accepted { server_id: Some(id) } => write!(f, "uploaded, server id {id}"),
+            Outcome::Accepted { server_id: None } => write!(f, "uploaded"),
+            Outcome::Rejected { failure } => write!(f, "rejected, moved to failed/: {failure}"),
+            Outcome::RetryLater { failure, attempts, next_attempt_ms } => {
+                write!(f, "failed (attempt {attempts}), retry after {}: {failure}", at(*next_attempt_ms))
+            }
+            Outcome::TargetRefused { failure, attempts, next_attempt_ms } => write!(
+                f,
+                "target refused (attempt {attempts}; kept pending, retry after {}): {failure}",
+                at(*next_attempt_ms)
+            ),
+            Outcome::RateLimited { failure, attempts, until_ms } => {
+                write!(f, "rate limited (attempt {attempts}), target paused until {}: {failure}", at(*until_ms))
+            }
+            Outcome::NotDue { next_attempt_ms } => write!(f, "not due before {}", at(*next_attempt_ms)),
+            Outcome::TargetPaused { until_ms } => write!(f, "target paused until {} (rate limit)", at(*until_ms)),
+            Outcome::Busy => write!(f, "being uploaded by another process"),
+            Outcome::NotPending { state } => write!(f, "not pending (in {state}/)"),
+            Outcome::Skipped { reason } => write!(f, "not attempted: {reason}"),
+            Outcome::ConsentOff => write!(f, "not sent: uploads are disabled (crashmon consent enable)"),
+        }
+    }
+}
+
+/// Whether the user has enabled uploads.
+pub fn consent(db: &Database) -> Result<bool, UploadError> {
+    Ok(db.settings()?.uploads_enabled)
+}
+
+/// Enables or disables uploads; returns the new settings.
+pub fn set_consent(db: &Database, enabled: bool) -> Result<Settings, UploadError> {
+    let mut settings = db.settings()?;
+    if settings.uploads_enabled != enabled {
+        settings.uploads_enabled = enabled;
+        db.write_settings(&settings)?;
+        tracing::info!(enabled, "upload consent changed");
+    }
+    Ok(settings)
+}
+
+/// Uploads report `id` if it is pending, due (or `options.force`), its
+/// target is not paused, consent is given and no other uploader holds it.
+pub fn upload_report(
+    db: &Database,
+    id: ReportId,
+    target: &Target,
+    options: &UploadOptions,
+    clock: &dyn Clock,
+) -> Result<Outcome, UploadError> {
+    Run::new(db, target, options, clock)?.attempt(id)
+}
+
+/// Uploads the pending reports that `filter` accepts, oldest first, each
+/// as [`upload_report`] would. After an attempt that shows the target
+/// unreachable or refusing (anything but accepted or rejected), the rest
+/// are not attempted ([`Outcome::Skipped`]). Returns one result per
+/// report considered; `Err` only if the database cannot be listed.
+pub fn upload_pending(
+    db: &Database,
+    target: &Target,
+    options: &UploadOptions,
+    clock: &dyn Clock,
+    filter: &dyn Fn(&Entry) -> bool,
+) -> Result<Vec<(ReportId, Result<Outcome, UploadError>)>, UploadError> {
+    let run = Run::new(db, target, options, clock)?;
+    let mut pending: Vec<Entry> =
+        db.list()?.into_iter().filter(|e| e.state == ReportState::Pending && e.has_dump() && filter(e)).collect();
+    pending.sort_by_key(|e| (e.metadata.captured_at_ms, e.id));
+    let mut stop: Option<String> = None;
+    let mut results = Vec::with_capacity(pending.len());
+    for entry in pending {
+        if let Some(reason) = &stop {
+            results.push((entry.id, Ok(Outcome::Skipped { reason: reason.clone() })));
+            continue;
+        }
+        let result = run.attempt(entry.id);
+        match &result {
+            Ok(Outcome::TargetRefused { failure, .. })
+            | Ok(Outcome::RetryLater { failure, .. })
+            | Ok(Outcome::RateLimited { failure, .. })
+                if !matches!(failure, Failure::LocalRead { .. }) =>
+            {
+                stop = Some(format!("report {} failed first: {failure}", entry.id));
+            }
+            _ => {}
+        }
+        results.push((entry.id, result));
+    }
+    Ok(results)
+}
+
+/// One upload session: database, target, options, HTTP client.
+struct Run<'a> {
+    db: &'a Database,
+    target: &'a Target,
+    options: &'a UploadOptions,
+    clock: &'a dyn Clock,
+    agent: ureq::Agent,
+    settings: Settings,
+    seed: u64,
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        db: &'a Database,
+        target: &'a Target,
+        options: &'a UploadOptions,
+        clock: &'a dyn Clock,
+    ) -> Result<Run<'a>, UploadError> {
+        Ok(Run {
+            db,
+            target,
+            options,
+            clock,
+            agent: http::agent(options),
+            settings: db.settings()?,
+            seed: options.rng_seed.unwrap_or_else(|| fastrand::u64(..)),
+        })
+    }
+
+    fn pending_entry(&self, id: ReportId) -> Result<Result<Entry, Outcome>, UploadError> {
+        let entry = self.db.find(&id.to_string())?;
+        if entry.state != ReportState::Pending {
+            return Ok(Err(Outcome::NotPending { state: entry.state }));
+        }
+        Ok(Ok(entry))
+    }
+
+    /// Whether the report must wait (backoff or target pause).
+    fn must_wait(&self, entry: &Entry) -> Result<Option<Outcome>, UploadError> {
+        let now = self.clock.now_ms();
+        if !self.options.force
+            && let Some(next) = entry.metadata.upload.next_attempt_ms
+            && next > now
+        {
+            return Ok(Some(Outcome::NotDue { next_attempt_ms: next }));
+        }
+        if let Some(pause) = target_pause(self.db, self.target, now)? {
+            return Ok(Some(Outcome::TargetPaused { until_ms: pause.until_ms }));
+        }
+        Ok(None)
+    }
+
+    fn attempt(&self, id: ReportId) -> Result<Outcome, UploadError> {
+        if !self.settings.uploads_enabled && !self.options.ignore_consent {
+            return Ok(Outcome::ConsentOff);
+        }
+        let entry = match self.pending_entry(id)? {
+            Ok(entry) => entry,
+            Err(outcome) => return Ok(outcome),
+        };
+        if let Some(outcome) = self.must_wait(&entry)? {
+            return Ok(outcome);
+        }
+        let dump_path = entry.dump_path.clone().ok_or(UploadError::NoDump { id })?;
+        let lock = match lock::try_lock(&dump_path).map_err(|source| UploadError::Dump { id, source })? {
+            Locked::Yes(lock) => lock,
+            Locked::Busy => return Ok(Outcome::Busy),
+            Locked::Gone => {
+                return Ok(match self.pending_entry(id)? {
+                    Err(outcome) => outcome,
+                    Ok(_) => Outcome::Busy, // replaced under us; let the next run look again
+                });
+            }
+        };
+        // Under the lock: read the report afresh; another uploader may have
+        // finished with it or set a backoff.
+        let entry = match self.pending_entry(id)? {
+            Ok(entry) => entry,
+            Err(outcome) => return Ok(outcome),
+        };
+        if entry.metadata.upload.server_report_id.is_some() {
+            // Accepted earlier, but the move to completed/ did not happen
+            // (crash in between): finish it without sending again.
+            self.db.transition(id, ReportState::Completed)?;
+            tracing::info!(report = %id, "already uploaded earlier; moved to completed/");
+            return Ok(Outcome::Accepted { server_id: entry.metadata.upload.server_report_id });
+        }
+        if let Some(outcome) = self.must_wait(&entry)? {
+            return Ok(outcome);
+        }
+
+        let (verdict, pause) = self.send(&entry, lock.file())?;
+        let outcome = self.record(id, verdict, pause)?;
+        drop(lock);
+        Ok(outcome)
+    }
+
+    /// Builds and sends the request; the verdict and any target pause.
+    fn send(&self, entry: &Entry, file: &std::fs::File) -> Result<(Verdict, Option<Duration>), UploadError> {
+        let id = entry.id;
+        let len = file.metadata().map_err(|source| UploadError::Dump { id, source })?.len();
+        let plan = match ScrubPlan::for_dump(file, len, &self.options.scrub) {
+            Ok(plan) => plan,
+            Err(ScrubError::Io(source)) => return Err(UploadError::Dump { id, source }),
+            Err(e @ ScrubError::NotAMinidump(_)) => {
+                return Ok((Verdict::Rejected(Failure::CannotScrub { detail: e.to_string() }), None));
+            }
+        };
+        if plan.secrets_found() > 0 {
+            tracing::info!(report = %id, secrets = plan.secrets_found(), "scrubbing secrets from the dump");
+        }
+        let annotations: BTreeMap<String, String> = entry
+            .metadata
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), self.options.scrub.scrub_annotation(k, v)))
+            .collect();
+        let report = match entry.read_report() {
+            Ok(Some(bytes)) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .inspect_err(|e| tracing::warn!(report = %id, "ignoring unreadable symbolicated report: {e}"))
+                .ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(report = %id, "ignoring unreadable symbolicated report: {e}");
+                None
+            }
+        };
+        let mut rng = fastrand::Rng::with_seed(self.seed ^ id.as_uuid().as_u64_pair().0);
+        let request = request::build(
+            self.target,
+            &entry.metadata,
+            &annotations,
+            &self.settings.client_id,
+            report.as_ref(),
+            len,
+            self.options,
+            &mut rng,
+        );
+        let protocol = match self.target {
+            Target::Breakpad { flavor, .. } => Protocol::Breakpad(*flavor),
+            Target::Sentry { .. } => Protocol::Sentry,
+        };
+        tracing::info!(report = %id, target = %self.target, bytes = len, "uploading crash report");
+        let dump = DumpSource { file, len, plan: &plan };
+        Ok(match http::send(&self.agent, self.target, &request, &dump, self.options.max_reply_bytes) {
+            Ok(reply) => reply::classify(protocol, &reply, self.clock.now_ms()),
+            Err(failure @ Failure::Redirect { .. }) => (Verdict::TargetRefused(failure), None),
+            Err(failure) => (Verdict::Retry { failure, retry_after: None }, None),
+        })
+    }
+
+    /// Stores the verdict in the report's metadata and moves it on.
+    fn record(&self, id: ReportId, verdict: Verdict, pause: Option<Duration>) -> Result<Outcome, UploadError> {
+        let now = self.clock.now_ms();
+        if let Some(pause) = pause {
+            let reason = match &verdict {
+                Verdict::RateLimited { failure, .. } => failure.to_string(),
+                _ => "Sentry rate limit".to_owned(),
+            };
+            state::pause_target(self.db, self.target, now.saturating_add(pause.as_millis() as u64), now, &reason)?;
+        }
+        // Re-read right before writing, to keep what others wrote meanwhile
+        // (e.g. the symbolication status).
+        let mut metadata = self.db.find(&id.to_string())?.metadata;
+        let upload = &mut metadata.upload;
+        upload.attempts = upload.attempts.saturating_add(1);
+        let attempts = upload.attempts;
+        let mut rng = fastrand::Rng::with_seed(self.seed ^ id.as_uuid().as_u64_pair().1 ^ u64::from(attempts));
+        let later = |delay: Duration| now.saturating_add(delay.as_millis() as u64);
+        let outcome = match verdict {
+            Verdict::Accepted { server_id } => {
+                upload.server_report_id = Some(server_id.clone().unwrap_or_default());
+                upload.last_error = None;
+                upload.next_attempt_ms = None;
+                self.db.update_metadata(id, &metadata)?;
+                self.db.transition(id, ReportState::Completed)?;
+                tracing::info!(report = %id, server_id = ?server_id, "crash report uploaded");
+                return Ok(Outcome::Accepted { server_id });
+            }
+            Verdict::Rejected(failure) => {
+                upload.last_error = Some(failure.to_string());
+                upload.next_attempt_ms = None;
+                metadata.failure = Some(format!("upload rejected: {failure}"));
+                self.db.update_metadata(id, &metadata)?;
+                self.db.transition(id, ReportState::Failed)?;
+                tracing::warn!(report = %id, "crash report rejected, moved to failed/: {failure}");
+                return Ok(Outcome::Rejected { failure });
+            }
+            Verdict::TargetRefused(failure) => {
+                let next_attempt_ms = later(retry::backoff(attempts, &mut rng));
+                upload.last_error = Some(failure.to_string());
+                upload.next_attempt_ms = Some(next_attempt_ms);
+                Outcome::TargetRefused { failure, attempts, next_attempt_ms }
+            }
+            Verdict::Retry { failure, retry_after } => {
+                let delay = retry::backoff(attempts, &mut rng).max(retry_after.unwrap_or_default());
+                let next_attempt_ms = later(delay);
+                upload.last_error = Some(failure.to_string());
+                upload.next_attempt_ms = Some(next_attempt_ms);
+                Outcome::RetryLater { failure, attempts, next_attempt_ms }
+            }
+            Verdict::RateLimited { retry_after, failure } => {
+                let until_ms = later(retry_after);
+                upload.last_error = Some(failure.to_string());
+                upload.next_attempt_ms = Some(until_ms);
+                Outcome::RateLimited { failure, attempts, until_ms }
+            }
+        };
+        self.db.update_metadata(id, &metadata)?;
+        tracing::warn!(report = %id, target = %self.target, "crash report upload failed: {outcome}");
+        Ok(outcome)
+    }
+}

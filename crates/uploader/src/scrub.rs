@@ -378,10 +378,8 @@ fn scrub_cmdline(data: &[u8], options: &ScrubOptions) -> Found {
             ranges.push(entry.start + value.start..entry.start + value.end);
         }
         if ranges.is_empty() {
-            ranges = url_password_ranges(bytes)
-                .into_iter()
-                .map(|r| entry.start + r.start..entry.start + r.end)
-                .collect();
+            ranges =
+                url_password_ranges(bytes).into_iter().map(|r| entry.start + r.start..entry.start + r.end).collect();
         }
         if !ranges.is_empty() {
             found.blank.extend(ranges);
@@ -421,7 +419,8 @@ impl Read for FileRange<'_> {
         if want == 0 {
             return Ok(0);
         }
-        let n = self.file.read_at(&mut buf[..want], self.pos).map_err(|e| io::Error::new(e.kind(), LocalReadError(e)))?;
+        let n =
+            self.file.read_at(&mut buf[..want], self.pos).map_err(|e| io::Error::new(e.kind(), LocalReadError(e)))?;
         if n == 0 {
             let e = io::Error::new(io::ErrorKind::UnexpectedEof, "the dump got shorter while it was being sent");
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, LocalReadError(e)));
@@ -499,7 +498,8 @@ impl<R: Read> ScrubReader<R> {
         }
         // A match may start at i only if all of it is in the buffer (or the
         // input has ended), so hold back max_len - 1 bytes.
-        let limit = if self.eof { self.buf.len() } else { self.buf.len().saturating_sub(self.max_len.saturating_sub(1)) };
+        let limit =
+            if self.eof { self.buf.len() } else { self.buf.len().saturating_sub(self.max_len.saturating_sub(1)) };
         let mut i = self.ready;
         while i < limit {
             let candidates = &self.by_first[usize::from(self.buf[i])];

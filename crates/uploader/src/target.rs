@@ -398,7 +398,9 @@ impl Target {
             }
             Some("socorro") => Target::breakpad(&url, Some(Flavor::Socorro)),
             Some("crashpad" | "breakpad") => Target::breakpad(&url, Some(Flavor::Crashpad)),
-            Some(_) => Err(TargetError::UnsupportedScheme { target: redacted, scheme: scheme.chars().take(20).collect() }),
+            Some(_) => {
+                Err(TargetError::UnsupportedScheme { target: redacted, scheme: scheme.chars().take(20).collect() })
+            }
             None => {
                 let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
                 if rest[..authority_end].contains('@') {

@@ -87,7 +87,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     let entry = loop {
         let found = db.list()?.into_iter().find(|e| !before.contains(&e.id) && e.metadata.pid == pid);
         match found {
-            Some(e) if e.report_path.is_some() || e.metadata.symbolication.is_some() || e.metadata.failure.is_some() => {
+            Some(e)
+                if e.report_path.is_some() || e.metadata.symbolication.is_some() || e.metadata.failure.is_some() =>
+            {
                 break e;
             }
             found if started.elapsed() > REPORT_TIMEOUT => match found {
@@ -101,7 +103,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
         bail!("the monitor could not dump the demo app: {failure}");
     }
     let bytes = entry.read_report()?.ok_or_else(|| match &entry.metadata.symbolication {
-        Some(crashmon_database::SymbolicationStatus::Failed { reason }) => anyhow::anyhow!("symbolication failed: {reason}"),
+        Some(crashmon_database::SymbolicationStatus::Failed { reason }) => {
+            anyhow::anyhow!("symbolication failed: {reason}")
+        }
         _ => anyhow::anyhow!("report {} has no symbolicated report", entry.id),
     })?;
     let report: crashmon_symbolicate::Report = serde_json::from_slice(&bytes).context("reading report.json")?;

@@ -80,10 +80,18 @@ pub fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<u8> {
         eprintln!("no reports in {}", db.root().display());
         return Ok(exit::OK);
     }
-    let mut out = format!("{:<8}  {:<9}  {:<19}  {:<8}  {:<16}  {}\n", "ID", "STATE", "CAPTURED (UTC)", "SIGNAL", "PROGRAM", "SIGNATURE");
+    let mut out = format!(
+        "{:<8}  {:<9}  {:<19}  {:<8}  {:<16}  {}\n",
+        "ID", "STATE", "CAPTURED (UTC)", "SIGNAL", "PROGRAM", "SIGNATURE"
+    );
     for (e, r) in entries.iter().zip(&reports) {
         let m = &e.metadata;
-        let program = m.exe.as_ref().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "?".into());
+        let program = m
+            .exe
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "?".into());
         let signal = m.crash.signal_name.clone().unwrap_or_else(|| format!("{:?}", m.crash.kind).to_lowercase());
         let signature = match (r, &m.failure) {
             (Some(r), _) => r.signature.clone(),
@@ -109,7 +117,9 @@ pub fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<u8> {
     let db = open(ctx)?;
     let entry = match db.find(&args.id) {
         Ok(e) => e,
-        Err(e @ (DbError::NoSuchReport { .. } | DbError::AmbiguousId { .. })) => return Err(e).code(exit::NO_SUCH_REPORT),
+        Err(e @ (DbError::NoSuchReport { .. } | DbError::AmbiguousId { .. })) => {
+            return Err(e).code(exit::NO_SUCH_REPORT);
+        }
         Err(e) => return Err(e).code(exit::FAILURE),
     };
     let report = load_report(&entry);

@@ -1,0 +1,146 @@
+//! Building the request for one report: URL, headers and a streaming body.
+//!
+//! Breakpad multipart (Crashpad and Socorro flavors):
+//!
+//! - product and version fields (`prod`/`ver` or `ProductName`/`Version`):
+//!   [`UploadOptions::product`]/[`version`](UploadOptions::version), else
+//!   the report's annotation of that name (or `product`/`version`), else
+//!   (product only) the executable's file name;
+//! - `guid` = the database's client id (Crashpad flavor only);
+//! - every other annotation as its own text field, value scrubbed; names
+//!   that would collide with the fields above, and `uuid` for Socorro
+//!   (reserved and rejected by Antenna), are not sent;
+//! - the dump as `upload_file_minidump`, file name `<report id>.dmp`,
+//!   `application/octet-stream`;
+//! - with compression the whole body is gzipped (`Content-Encoding: gzip`),
+//!   as Crashpad does and Socorro accepts.
+//!
+//! Sentry, minidump endpoint: `upload_file_minidump` plus a `sentry` part
+//! with the event JSON ([`crate::sentry`]); with compression only the dump
+//! part is gzipped (Sentry recognises a compressed dump by its magic bytes).
+//! Sentry, envelope endpoint: envelope header `{"event_id"}`, an `event`
+//! item and an `attachment` item (`attachment_type: "event.minidump"`);
+//! with compression the whole body is gzipped. The key goes in
+//! `X-Sentry-Auth`, never in the envelope.
+
+use std::collections::BTreeMap;
+
+use crashmon_database::Metadata;
+use serde_json::{Value, json};
+
+use crate::UploadOptions;
+use crate::body::{Body, Envelope, Multipart};
+use crate::sentry::{build_event, event_id};
+use crate::target::{Flavor, SentryEndpoint, Target};
+
+/// Name of the dump's form field.
+pub const DUMP_FIELD: &str = "upload_file_minidump";
+
+/// A request ready to send (except for the dump's bytes).
+#[derive(Debug)]
+pub(crate) struct Request {
+    /// May contain the Sentry key: never log it.
+    pub(crate) url: String,
+    pub(crate) headers: Vec<(&'static str, String)>,
+    pub(crate) body: Body,
+}
+
+fn annotation<'a>(annotations: &'a BTreeMap<String, String>, keys: &[&str]) -> Option<(&'a str, &'a str)> {
+    keys.iter().find_map(|k| annotations.get_key_value(*k)).map(|(k, v)| (k.as_str(), v.as_str()))
+}
+
+/// Builds the request for `metadata`'s report. `annotations` must already be
+/// scrubbed.
+pub(crate) fn build(
+    target: &Target,
+    metadata: &Metadata,
+    annotations: &BTreeMap<String, String>,
+    client_id: &uuid::Uuid,
+    report: Option<&Value>,
+    dump_len: u64,
+    options: &UploadOptions,
+    rng: &mut fastrand::Rng,
+) -> Request {
+    let file_name = format!("{}.dmp", metadata.id);
+    match target {
+        Target::Breakpad { flavor, .. } => {
+            let mut form = Multipart::new(rng);
+            let mut consumed: Vec<&str> = Vec::new();
+            let product_keys = [flavor.product_field(), "product", "prod", "ProductName"];
+            let product = options.product.clone().or_else(|| {
+                let (key, value) = annotation(annotations, &product_keys)?;
+                consumed.push(key);
+                Some(value.to_owned())
+            });
+            let product = product.or_else(|| {
+                metadata.exe.as_ref().and_then(|exe| exe.file_name()).map(|n| n.to_string_lossy().into_owned())
+            });
+            let version_keys = [flavor.version_field(), "version", "ver", "Version"];
+            let version = options.version.clone().or_else(|| {
+                let (key, value) = annotation(annotations, &version_keys)?;
+                consumed.push(key);
+                Some(value.to_owned())
+            });
+            if let Some(product) = &product {
+                form.text(flavor.product_field(), product);
+            }
+            if let Some(version) = &version {
+                form.text(flavor.version_field(), version);
+            }
+            if *flavor == Flavor::Crashpad {
+                form.text("guid", &client_id.hyphenated().to_string());
+            }
+            for (key, value) in annotations {
+                let reserved = key == DUMP_FIELD
+                    || key == flavor.product_field()
+                    || key == flavor.version_field()
+                    || (*flavor == Flavor::Crashpad && key == "guid")
+                    || (*flavor == Flavor::Socorro && key.eq_ignore_ascii_case("uuid"))
+                    || consumed.contains(&key.as_str());
+                if reserved {
+                    if !consumed.contains(&key.as_str()) {
+                        tracing::debug!(report = %metadata.id, annotation = %key, "annotation not sent: reserved field name");
+                    }
+                    continue;
+                }
+                form.text(key, value);
+            }
+            form.dump(DUMP_FIELD, &file_name, false);
+            Request { url: target.request_url(), headers: Vec::new(), body: form.finish(options.compress) }
+        }
+        Target::Sentry { dsn, endpoint } => {
+            let release = options
+                .version
+                .as_deref()
+                .or_else(|| annotation(annotations, &["release", "version", "ver"]).map(|(_, v)| v));
+            let event = build_event(metadata, annotations, report, release);
+            let event_json = serde_json::to_vec(&event).unwrap_or_else(|_| b"{}".to_vec());
+            match endpoint {
+                SentryEndpoint::Minidump => {
+                    let mut form = Multipart::new(rng);
+                    form.typed("sentry", "application/json", &event_json);
+                    form.dump(DUMP_FIELD, &file_name, options.compress);
+                    Request { url: target.request_url(), headers: Vec::new(), body: form.finish(false) }
+                }
+                SentryEndpoint::Envelope => {
+                    let mut envelope = Envelope::new(&json!({ "event_id": event_id(metadata) }));
+                    envelope.item(json!({"type": "event", "content_type": "application/json"}), &event_json);
+                    envelope.dump_item(
+                        json!({
+                            "type": "attachment",
+                            "attachment_type": "event.minidump",
+                            "filename": file_name,
+                            "content_type": "application/octet-stream",
+                        }),
+                        dump_len,
+                    );
+                    Request {
+                        url: target.request_url(),
+                        headers: vec![("X-Sentry-Auth", dsn.auth_header())],
+                        body: envelope.finish(options.compress),
+                    }
+                }
+            }
+        }
+    }
+}

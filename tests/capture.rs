@@ -1,0 +1,181 @@
+//! RELIABILITY A2, A3, A4, A13: every signal on every kind of thread, stack
+//! overflows, panics and handled errors, each a real crashing process with a
+//! real monitor, each dump parsed.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crashmon_test_support::{bin, death_signal, wait_for, wait_timeout};
+use minidump::{Minidump, MinidumpException, MinidumpMemoryList, MinidumpSystemInfo, MinidumpThreadList};
+
+struct Outcome {
+    signal: Option<i32>,
+    crashing_tid: i32,
+    lines: Vec<String>,
+    db: tempfile::TempDir,
+}
+
+/// Run the crasher; return how it died, the tid that crashed and its stdout.
+fn run(kind: &str, on: &str, extra: &[&str]) -> Outcome {
+    let db = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin("crasher"))
+        .args(["--crash", kind, "--on", on])
+        .args(extra)
+        .env("CRASHMON_DATABASE", db.path())
+        .env("CRASHMON_MONITOR", bin("crashmon"))
+        .env_remove("CRASHMON_FAULT_INJECT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn crasher");
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>());
+    let status = wait_timeout(&mut child, Duration::from_secs(10)).expect("crasher ended within 10 s");
+    let lines = reader.join().unwrap();
+    let field = |prefix: &str, key: &str| {
+        lines.iter().filter(|l| l.starts_with(prefix)).find_map(|l| {
+            l.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse::<i32>().ok())
+        })
+    };
+    let crashing_tid = field("crashing", "tid").or_else(|| field("ready", "tid")).expect("tid in output");
+    Outcome { signal: death_signal(&status), crashing_tid, lines, db }
+}
+
+fn dumps(db: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(db.join("pending"))
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "dmp")).collect()
+        })
+        .unwrap_or_default()
+}
+
+fn one_dump(db: &Path) -> PathBuf {
+    wait_for(Duration::from_secs(5), || {
+        let d = dumps(db);
+        (d.len() == 1).then(|| d[0].clone())
+    })
+    .unwrap_or_else(|| panic!("exactly one dump in pending/, found {:?}", dumps(db)))
+}
+
+fn metadata(dump: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dump.with_extension("json")).unwrap()).unwrap()
+}
+
+/// A signal crash: one dump whose exception names the signal, the thread,
+/// and the process died by it.
+fn check_signal(kind: &str, on: &str, signal: i32, reason_prefix: &str) {
+    let out = run(kind, on, &[]);
+    assert_eq!(out.signal, Some(signal), "{kind} on {on}: died by {:?}", out.signal);
+    let dump = one_dump(out.db.path());
+    let md = Minidump::read_path(&dump).expect("parses");
+    let sys: MinidumpSystemInfo = md.get_stream().unwrap();
+    let exc: MinidumpException<'_> = md.get_stream().unwrap();
+    let reason = exc.get_crash_reason(sys.os, sys.cpu).to_string();
+    assert!(reason.starts_with(reason_prefix), "{kind} on {on}: reason {reason}");
+    assert_eq!(exc.get_crashing_thread_id(), out.crashing_tid as u32, "{kind} on {on}: crashing thread");
+    let threads: MinidumpThreadList<'_> = md.get_stream().unwrap();
+    assert!(threads.threads.iter().any(|t| t.raw.thread_id == out.crashing_tid as u32));
+    let m = metadata(&dump);
+    assert_eq!(m["crash"]["kind"], "signal");
+    assert_eq!(m["crash"]["signal"], signal);
+    assert_eq!(m["crash"]["tid"], out.crashing_tid);
+}
+
+const SIGNALS: [(&str, i32, &str); 7] = [
+    ("segv", libc::SIGSEGV, "SIGSEGV"),
+    ("abort", libc::SIGABRT, "SIGABRT"),
+    ("bus", libc::SIGBUS, "SIGBUS"),
+    ("fpe", libc::SIGFPE, "SIGFPE"),
+    ("ill", libc::SIGILL, "SIGILL"),
+    ("trap", libc::SIGTRAP, "SIGTRAP"),
+    ("sys", libc::SIGSYS, "SIGSYS"),
+];
+
+#[test]
+fn a2_every_signal_on_the_main_thread() {
+    for (kind, sig, reason) in SIGNALS {
+        check_signal(kind, "main", sig, reason);
+    }
+}
+
+#[test]
+fn a2_every_signal_on_a_std_thread() {
+    for (kind, sig, reason) in SIGNALS {
+        check_signal(kind, "thread", sig, reason);
+    }
+}
+
+#[test]
+fn a2_every_signal_on_a_raw_pthread() {
+    for (kind, sig, reason) in SIGNALS {
+        check_signal(kind, "pthread", sig, reason);
+    }
+}
+
+/// A3: stack overflow; the crashing thread's stack memory is in the dump.
+fn check_stack_overflow(on: &str) {
+    check_signal("stack-overflow", on, libc::SIGSEGV, "SIGSEGV");
+    let out = run("stack-overflow", on, &[]);
+    let dump = one_dump(out.db.path());
+    let md = Minidump::read_path(&dump).unwrap();
+    let threads: MinidumpThreadList<'_> = md.get_stream().unwrap();
+    let memory: MinidumpMemoryList<'_> = md.get_stream().unwrap();
+    let thread = threads.threads.iter().find(|t| t.raw.thread_id == out.crashing_tid as u32).unwrap();
+    let memory = minidump::UnifiedMemoryList::Memory(memory);
+    let stack = thread.stack_memory(&memory).expect("crashing thread's stack memory present");
+    assert!(stack.size() > 0);
+}
+
+#[test]
+fn a3_stack_overflow_on_main_thread() {
+    check_stack_overflow("main");
+}
+
+#[test]
+fn a3_stack_overflow_on_std_thread() {
+    check_stack_overflow("thread");
+}
+
+/// A4: a Rust panic is reported with its message and location, and the
+/// process dies by SIGABRT.
+#[test]
+fn a4_panic_is_reported_with_message_and_location() {
+    for on in ["main", "thread"] {
+        let out = run("panic", on, &[]);
+        assert_eq!(out.signal, Some(libc::SIGABRT), "panic on {on}");
+        let dump = one_dump(out.db.path());
+        Minidump::read_path(&dump).expect("parses");
+        let m = metadata(&dump);
+        assert_eq!(m["crash"]["kind"], "panic");
+        assert_eq!(m["crash"]["signal_name"], "SIGABRT");
+        let msg = m["crash"]["message"].as_str().unwrap();
+        assert!(msg.contains("index out of bounds"), "{msg}");
+        assert!(msg.contains("crates/demo/src/lib.rs:"), "location in {msg}");
+        assert_eq!(m["crash"]["tid"], out.crashing_tid);
+    }
+}
+
+/// A13: a handled error files a report of the live process, which keeps
+/// running (here: it goes on to crash, producing a second report).
+#[test]
+fn a13_requested_dump_keeps_the_app_running() {
+    let out = run("segv", "main", &["--request-dump"]);
+    let requested = out.lines.iter().find_map(|l| l.strip_prefix("requested id=")).expect("request_dump succeeded");
+    assert_eq!(out.signal, Some(libc::SIGSEGV), "the app kept running after the requested dump, then crashed");
+    let all = wait_for(Duration::from_secs(5), || {
+        let d = dumps(out.db.path());
+        (d.len() == 2).then_some(d)
+    })
+    .expect("two dumps: the requested one and the crash");
+    let req =
+        all.iter().find(|p| p.file_stem().unwrap().to_str() == Some(requested)).expect("requested id is a report");
+    let m = metadata(req);
+    assert_eq!(m["crash"]["kind"], "requested");
+    assert_eq!(m["crash"]["message"], "crasher: handled error before the crash");
+    assert!(m["crash"]["signal"].is_null());
+    let md = Minidump::read_path(req).expect("parses");
+    let exc: MinidumpException<'_> = md.get_stream().unwrap();
+    assert_eq!(exc.get_crashing_thread_id(), out.crashing_tid as u32);
+}
