@@ -127,15 +127,17 @@ fn segv_on_main_thread_with_sidecar_monitor() {
 fn segv_with_shared_monitor_socket() {
     let db = tempfile::tempdir().unwrap();
     let sock = db.path().join("run/monitor.sock");
-    let mut monitor = Command::new(bin("crashmon"))
-        .args(["monitor", "--socket"])
-        .arg(&sock)
-        .env("CRASHMON_DATABASE", db.path().join("db"))
-        .spawn()
-        .expect("spawn monitor");
+    let mut monitor = crashmon_test_support::KillOnDrop(
+        Command::new(bin("crashmon"))
+            .args(["monitor", "--socket"])
+            .arg(&sock)
+            .env("CRASHMON_DATABASE", db.path().join("db"))
+            .spawn()
+            .expect("spawn monitor"),
+    );
     wait_for(Duration::from_secs(10), || sock.exists().then_some(())).expect("monitor socket within 10 s");
     let (mut child, ready) = crasher(&db.path().join("db"), &["--crash", "segv", "--socket", sock.to_str().unwrap()]);
-    assert_eq!(ready.monitor as u32, monitor.id());
+    assert_eq!(ready.monitor as u32, monitor.0.id());
     let status = wait_timeout(&mut child, Duration::from_secs(10)).expect("crasher died within 10 s");
     assert_eq!(death_signal(&status), Some(libc::SIGSEGV));
     let dump = pending_dump(&db.path().join("db"));
@@ -143,9 +145,7 @@ fn segv_with_shared_monitor_socket() {
     let doc = wait_symbolicated(&db.path().join("db"), &dump);
     assert_report_names_crash_site(&doc, ready);
     // The monitor is still serving after the crash.
-    assert!(monitor.try_wait().unwrap().is_none(), "monitor still running");
-    let _ = monitor.kill();
-    let _ = monitor.wait();
+    assert!(monitor.0.try_wait().unwrap().is_none(), "monitor still running");
 }
 
 /// RELIABILITY B1: the monitor is gone before the crash; the app still dies by

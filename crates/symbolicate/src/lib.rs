@@ -12,10 +12,11 @@
 //! Two things are done on top of the provider:
 //!
 //! * Each module's local file is verified against the dump before it is
-//!   used: its GNU build id must equal the module's code id in the dump
-//!   (see [`buildid`](crate#modules)). After a rebuild or an upgrade the file
-//!   at the path is a different binary whose symbols would name the wrong
-//!   functions; such modules are left unsymbolicated and reported as
+//!   used: its GNU build id must equal the module's code id in the dump (for
+//!   a binary without a build id: the hash of its first code page that
+//!   `minidump-writer` records instead). After a rebuild or an upgrade the
+//!   file at the path is a different binary whose symbols would name the
+//!   wrong functions; such modules are left unsymbolicated and reported as
 //!   [`SymbolStatus::Mismatch`]. Every module records why it was or was not
 //!   used ([`ModuleReport::symbols`]).
 //! * Dumps of CPUs other than x86-64 and arm64, which the provider cannot
@@ -28,7 +29,13 @@
 //!
 //! Processing is driven by a current-thread tokio runtime created per call:
 //! the debug-info provider's symbol loading (wholesym) uses tokio's file
-//! system functions.
+//! system functions and panics without one.
+//!
+//! Function names come from wholesym already demangled (Rust hashes
+//! dropped). Its demangler also drops one leading underscore from names it
+//! cannot demangle (`__libc_read` -> `_libc_read`); that is undone for
+//! names that still start with one, so C names with a single leading
+//! underscore (`_start`) show without it.
 
 mod buildid;
 mod error;

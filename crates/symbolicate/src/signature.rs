@@ -6,9 +6,16 @@
 //! crasher::main`. Frames of the machinery that turns a bug into a signal
 //! (libc's `raise`/`abort`, Rust's panic runtime, our own handler) are the
 //! same for every crash of a kind and are skipped: see
-//! [`SIGNATURE_SKIP_PREFIXES`] and [`PANIC_ENTRY_PREFIXES`]. A frame without
-//! a function name contributes `module+0xoffset`. If nothing is left, the
-//! signature is the crash reason.
+//! [`SIGNATURE_SKIP_PREFIXES`], [`SIGNATURE_SKIP_NAMES`] and
+//! [`PANIC_ENTRY_PREFIXES`]. For a panic, the standard library helper that
+//! panicked (`Option::unwrap`, slice indexing...) is skipped too, so the
+//! signature starts at the code that called it. A frame without a function
+//! name contributes `module+0xoffset`. If nothing is left, the signature is
+//! the crash reason.
+//!
+//! Frames of the standard library where a signal crash really happened
+//! (e.g. `core::ptr::write_volatile` in a debug build) are kept: the crash
+//! is there.
 
 use crate::report::{FrameReport, Report};
 
@@ -103,11 +110,35 @@ fn frame_label(frame: &FrameReport) -> String {
     }
 }
 
+/// Whether a frame is code of the Rust standard library (`core`, `alloc`,
+/// `std`): its source file is under the remapped `/rustc/<commit>/library/`
+/// path, or, without a source file, its name says so.
+pub fn is_std_library_frame(frame: &FrameReport) -> bool {
+    match (&frame.file, &frame.function) {
+        (Some(file), _) => file.starts_with("/rustc/") && file.contains("/library/"),
+        (None, Some(function)) => STD_LIBRARY_PREFIXES.iter().any(|p| function.starts_with(p)),
+        (None, None) => false,
+    }
+}
+
+const STD_LIBRARY_PREFIXES: &[&str] = &["core::", "alloc::", "std::", "<core::", "<alloc::", "<std::"];
+
 /// The signature of `frames` (the crashing thread's, innermost first);
 /// `fallback` (the crash reason) if no frame is meaningful.
+///
+/// For a panic (a frame matching [`PANIC_ENTRY_PREFIXES`]) the signature
+/// starts below the outermost panic entry, also skipping the standard
+/// library frames right below it: those are the helper that panicked
+/// (`Option::unwrap`, slice indexing, `RefCell::borrow_mut`...), called by
+/// the code with the bug.
 pub fn signature_of(frames: &[FrameReport], fallback: &str) -> String {
-    // A panic: start below the panic runtime.
-    let start = frames.iter().rposition(|f| f.function.as_deref().is_some_and(is_panic_entry)).map_or(0, |i| i + 1);
+    let start = match frames.iter().rposition(|f| f.function.as_deref().is_some_and(is_panic_entry)) {
+        Some(entry) => {
+            let below = &frames[entry + 1..];
+            entry + 1 + below.iter().take_while(|f| is_std_library_frame(f)).count().min(below.len().saturating_sub(1))
+        }
+        None => 0,
+    };
     let parts: Vec<String> = frames[start..]
         .iter()
         .filter(|f| !f.function.as_deref().is_some_and(is_skipped_function))
@@ -184,6 +215,24 @@ mod tests {
             None,
         ]);
         assert_eq!(s, "app::parse | libfoo.so+0x1234");
+    }
+
+    #[test]
+    fn panic_in_a_std_helper_blames_its_caller() {
+        let std_frame = |name: &str| FrameReport {
+            file: Some("/rustc/0123abcd/library/core/src/slice/index.rs".into()),
+            ..frame(Some(name))
+        };
+        let frames = vec![
+            frame(Some("__rustc::rust_begin_unwind")),
+            frame(Some("core::panicking::panic_fmt")),
+            frame(Some("core::panicking::panic_bounds_check")),
+            std_frame("<usize as core::slice::index::SliceIndex<[T]>>::index"),
+            frame(Some("<alloc::vec::Vec<T,A> as core::ops::index::Index<I>>::index")),
+            frame(Some("app::parse")),
+            std_frame("core::ops::function::FnOnce::call_once"),
+        ];
+        assert_eq!(signature_of(&frames, "SIGABRT"), "app::parse | core::ops::function::FnOnce::call_once");
     }
 
     #[test]

@@ -146,10 +146,9 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Discarded { status, rule } => write!(f, "server discarded the report (HTTP {status}, {rule})"),
-            Failure::TooLarge { status } => write!(
-                f,
-                "HTTP {status}: the report is too large for the server; compression may help (it is on by default)"
-            ),
+            Failure::TooLarge { status } => {
+                write!(f, "HTTP {status}: too large; compression may help (it is on unless disabled)")
+            }
             Failure::Unauthorized { status, detail } => {
                 write!(f, "HTTP {status}: the server refuses our credentials; check the URL or DSN")?;
                 quote(f, detail)

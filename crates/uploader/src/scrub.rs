@@ -431,7 +431,7 @@ impl Read for FileRange<'_> {
 }
 
 /// Applies a [`ScrubPlan`] to a stream of the whole dump, in bounded memory
-/// (one chunk plus the longest pattern).
+/// (one buffer of 64 KiB plus twice the longest pattern, allocated once).
 pub(crate) struct ScrubReader<R> {
     inner: R,
     blank: Vec<Range<u64>>,
@@ -444,8 +444,10 @@ pub(crate) struct ScrubReader<R> {
     base: u64,
     /// Next byte of `buf` to hand out.
     pos: usize,
-    /// `buf[pos..ready]` is final.
+    /// `buf[pos..ready]` is final (scrubbed).
     ready: usize,
+    /// `buf[..end]` holds data.
+    end: usize,
     eof: bool,
 }
 
@@ -457,57 +459,58 @@ impl<R: Read> ScrubReader<R> {
                 by_first[usize::from(first)].push(i);
             }
         }
+        let max_len = plan.replacements.iter().map(|r| r.pattern.len()).max().unwrap_or(0);
         ScrubReader {
             inner,
             blank: plan.blank.clone(),
             replacements: plan.replacements.clone(),
             by_first,
-            max_len: plan.replacements.iter().map(|r| r.pattern.len()).max().unwrap_or(0),
-            buf: Vec::with_capacity(CHUNK * 2),
+            max_len,
+            buf: vec![0; CHUNK + 2 * max_len],
             base: 0,
             pos: 0,
             ready: 0,
+            end: 0,
             eof: false,
         }
     }
 
+    /// Called when everything ready has been handed out: keeps the held-back
+    /// bytes, reads more, blanks and replaces what can be decided.
     fn refill(&mut self) -> io::Result<()> {
         if self.pos > 0 {
-            self.buf.drain(..self.pos);
+            // Only the held-back tail (< max_len bytes) moves.
+            self.buf.copy_within(self.pos..self.end, 0);
             self.base += self.pos as u64;
+            self.end -= self.pos;
             self.ready -= self.pos;
             self.pos = 0;
         }
-        let old = self.buf.len();
-        self.buf.resize(old + CHUNK, 0);
         let n = loop {
-            match self.inner.read(&mut self.buf[old..]) {
+            match self.inner.read(&mut self.buf[self.end..]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         };
-        self.buf.truncate(old + n);
         if n == 0 {
             self.eof = true;
         } else {
-            self.blank_ranges(old);
+            self.blank_ranges(self.end, self.end + n);
+            self.end += n;
         }
         // A match may start at i only if all of it is in the buffer (or the
         // input has ended), so hold back max_len - 1 bytes.
-        let limit =
-            if self.eof { self.buf.len() } else { self.buf.len().saturating_sub(self.max_len.saturating_sub(1)) };
+        let limit = if self.eof { self.end } else { self.end.saturating_sub(self.max_len.saturating_sub(1)) };
         let mut i = self.ready;
         while i < limit {
             let candidates = &self.by_first[usize::from(self.buf[i])];
-            let hit = candidates.iter().map(|&k| &self.replacements[k]).find(|r| self.buf[i..].starts_with(&r.pattern));
-            match hit {
+            let data = &self.buf[i..self.end];
+            match candidates.iter().map(|&k| &self.replacements[k]).find(|r| data.starts_with(&r.pattern)) {
                 Some(r) => {
-                    self.buf[i..i + r.pattern.len()].copy_from_slice(&r.with);
-                    i += r.pattern.len();
+                    let len = r.pattern.len();
+                    self.buf[i..i + len].copy_from_slice(&r.with);
+                    i += len;
                 }
                 None => i += 1,
             }
@@ -516,10 +519,10 @@ impl<R: Read> ScrubReader<R> {
         Ok(())
     }
 
-    /// Blanks the planned ranges in `buf[from..]`.
-    fn blank_ranges(&mut self, from: usize) {
+    /// Blanks the planned ranges in `buf[from..to]`.
+    fn blank_ranges(&mut self, from: usize, to: usize) {
         let start = self.base + from as u64;
-        let end = self.base + self.buf.len() as u64;
+        let end = self.base + to as u64;
         for range in &self.blank {
             let s = range.start.max(start);
             let e = range.end.min(end);

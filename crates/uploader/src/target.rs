@@ -177,6 +177,7 @@ fn split_url<'a>(s: &'a str, scheme_str: &str, redacted: &str) -> Result<Parts<'
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid("it contains whitespace or control characters"));
     }
+    let s = s.split_once("://").map_or(s, |(_, rest)| rest);
     // Drop a fragment; it is never sent anyway.
     let s = s.split_once('#').map_or(s, |(before, _)| before);
     let authority_end = s.find(['/', '?']).unwrap_or(s.len());
