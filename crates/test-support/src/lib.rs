@@ -1,5 +1,8 @@
 //! Helpers for crashmon's tests: finding the built binaries, waiting with
-//! timeouts, reading the crasher's handshake line. Not shipped.
+//! timeouts, reading the crasher's handshake line, a loopback collector
+//! ([`receiver`]). Not shipped.
+
+pub mod receiver;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;

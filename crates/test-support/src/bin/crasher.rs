@@ -1,7 +1,7 @@
 //! A real crashing program for crashmon's tests.
 //!
 //! `crasher --crash KIND [--on main|thread|pthread] [--socket PATH] [--wait-stdin]
-//! [--reply-timeout-ms N] [--request-dump]`: installs the crashmon handler
+//! [--reply-timeout-ms N] [--request-dump] [--no-handler]`: installs the crashmon handler
 //! (spawning `$CRASHMON_MONITOR` as sidecar, or connecting to the monitor at
 //! `--socket`), prints `ready pid=P tid=T monitor=M` on stdout, and crashes the
 //! requested way on the main thread, a `std::thread` or a raw `pthread_create`
@@ -32,6 +32,7 @@ fn main() {
     let mut reply_timeout = None;
     let mut on = "main".to_owned();
     let mut request_dump = false;
+    let mut no_handler = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -39,6 +40,7 @@ fn main() {
             "--socket" => socket = args.next(),
             "--wait-stdin" => wait_stdin = true,
             "--request-dump" => request_dump = true,
+            "--no-handler" => no_handler = true,
             "--on" => on = args.next().unwrap_or_default(),
             "--reply-timeout-ms" => reply_timeout = args.next().and_then(|v| v.parse::<u64>().ok()),
             other => {
@@ -51,6 +53,11 @@ fn main() {
         eprintln!("crasher: --crash KIND is required");
         std::process::exit(2);
     };
+    if no_handler {
+        // The baseline of the benchmarks: the same crash, nothing installed.
+        crashmon_demo::crash(kind);
+        std::process::exit(crashmon_demo::FAILED_TO_CRASH);
+    }
     let mut config = HandlerConfig::default();
     if let Some(path) = socket {
         config.monitor = MonitorConnection::Socket(path.into());

@@ -1,0 +1,164 @@
+//! crashmon's benchmark harness. See BENCHMARKS.md for what each number
+//! means and the command that reproduces it.
+//!
+//! `crashmon-bench crash-to-exit [--runs N]`: process start to death by
+//! SIGSEGV, with the dump durable on disk, for (a) no handler, (b) crashmon
+//! (sidecar monitor), (c) Embark's crash-handler + minidumper; interleaved
+//! round by round so machine noise hits all three alike. Prints median, p90,
+//! p99 and the ratios.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe.parent().context("exe dir")?.to_path_buf())
+}
+
+/// Build the binaries the harness runs, in the same profile as itself.
+fn build(dir: &Path) -> anyhow::Result<()> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(()); // not run through cargo: use what is there
+    };
+    let release = dir.ends_with("release");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-q", "-p", "crashmon", "-p", "crashmon-test-support", "-p", "crashmon-bench"]);
+    if release {
+        cmd.arg("--release");
+    }
+    ensure!(cmd.status()?.success(), "cargo build failed");
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    Plain,
+    Crashmon,
+    Embark,
+}
+
+impl Variant {
+    const ALL: [Variant; 3] = [Variant::Plain, Variant::Crashmon, Variant::Embark];
+    fn label(self) -> &'static str {
+        match self {
+            Variant::Plain => "(a) no handler",
+            Variant::Crashmon => "(b) crashmon",
+            Variant::Embark => "(c) crash-handler + minidumper",
+        }
+    }
+}
+
+/// One run: spawn, wait for death, check the signal and the dump. Returns
+/// the wall time from spawn to reaping.
+fn run_once(dir: &Path, variant: Variant) -> anyhow::Result<Duration> {
+    let work = tempfile::tempdir()?;
+    let mut cmd = match variant {
+        Variant::Plain => {
+            let mut c = Command::new(dir.join("crasher"));
+            c.args(["--crash", "segv", "--no-handler"]);
+            c
+        }
+        Variant::Crashmon => {
+            let mut c = Command::new(dir.join("crasher"));
+            c.args(["--crash", "segv"])
+                .env("CRASHMON_DATABASE", work.path())
+                .env("CRASHMON_MONITOR", dir.join("crashmon"));
+            c
+        }
+        Variant::Embark => {
+            let mut c = Command::new(dir.join("embark-crasher"));
+            c.arg(work.path());
+            c
+        }
+    };
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).stdin(Stdio::null());
+    let started = Instant::now();
+    let status = cmd.spawn()?.wait()?;
+    let took = started.elapsed();
+    ensure!(status.signal() == Some(libc::SIGSEGV), "{variant:?}: expected death by SIGSEGV, got {status}");
+    let dumps_in = |d: PathBuf| {
+        std::fs::read_dir(d)
+            .map(|r| r.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "dmp")).count())
+            .unwrap_or(0)
+    };
+    match variant {
+        Variant::Plain => {}
+        Variant::Crashmon => ensure!(dumps_in(work.path().join("pending")) == 1, "crashmon: no dump in pending/"),
+        Variant::Embark => ensure!(dumps_in(work.path().to_path_buf()) == 1, "minidumper: no dump"),
+    }
+    Ok(took)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn crash_to_exit(runs: usize) -> anyhow::Result<()> {
+    let dir = bin_dir()?;
+    build(&dir)?;
+    for name in ["crasher", "crashmon", "embark-crasher"] {
+        if !dir.join(name).is_file() {
+            bail!("{} is missing; build with: cargo build --release -p crashmon -p crashmon-test-support -p crashmon-bench", dir.join(name).display());
+        }
+    }
+    // Warm-up: page cache, dynamic loader.
+    for v in Variant::ALL {
+        run_once(&dir, v)?;
+    }
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); Variant::ALL.len()];
+    for _ in 0..runs {
+        for (i, v) in Variant::ALL.iter().enumerate() {
+            samples[i].push(run_once(&dir, *v)?);
+        }
+    }
+    for s in &mut samples {
+        s.sort();
+    }
+    let plain_median = percentile(&samples[0], 0.5);
+    println!("crash to exit, dump durable on disk ({runs} runs each, interleaved; binaries in {})", dir.display());
+    println!();
+    println!("| variant | median ms | p90 ms | p99 ms | median - (a) ms | median / (a) |");
+    println!("|---|---|---|---|---|---|");
+    for (i, v) in Variant::ALL.iter().enumerate() {
+        let s = &samples[i];
+        let med = percentile(s, 0.5);
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:+.2} | {:.2}x |",
+            v.label(),
+            ms(med),
+            ms(percentile(s, 0.9)),
+            ms(percentile(s, 0.99)),
+            ms(med) - ms(plain_median),
+            ms(med) / ms(plain_median)
+        );
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut what = String::from("crash-to-exit");
+    let mut runs = 50usize;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--runs" => runs = args.next().context("--runs N")?.parse().context("--runs N")?,
+            "--smoke" => runs = 3,
+            "crash-to-exit" => what = a,
+            other => bail!("unknown argument {other}; usage: crashmon-bench [crash-to-exit] [--runs N | --smoke]"),
+        }
+    }
+    ensure!(runs > 0, "--runs must be at least 1");
+    match what.as_str() {
+        "crash-to-exit" => crash_to_exit(runs),
+        _ => unreachable!(),
+    }
+}
