@@ -446,18 +446,23 @@ impl Database {
     pub fn begin_dump(&self) -> Result<NewDump, DbError> {
         let id = ReportId::new_random();
         let path = self.file(ReportState::New, id, FileKind::Dump);
-        let file = create_file(&path)?;
         // The writer holds an exclusive lock for as long as the dump is in
         // new/: sweep_new() only removes dumps whose writer is gone, so one
-        // monitor's sweep never deletes another's dump in progress.
+        // monitor's sweep never deletes another's dump in progress. The lock
+        // is taken before the file gets its `.dmp` name (a sweeper must never
+        // see an unlocked `.dmp` of a live writer); the rename keeps the open
+        // file, and so the lock.
+        let creating = path.with_extension("dmp.creating");
+        let file = create_file(&creating)?;
         file.try_lock().map_err(|e| DbError::Io {
             op: "lock",
-            path: path.clone(),
+            path: creating.clone(),
             source: match e {
                 fs::TryLockError::Error(e) => e,
                 fs::TryLockError::WouldBlock => io::Error::from(io::ErrorKind::WouldBlock),
             },
         })?;
+        fs::rename(&creating, &path).map_err(io_err("name", &path))?;
         Ok(NewDump { id, file, path })
     }
 
@@ -490,8 +495,10 @@ impl Database {
     /// Removes the dump of a writer that failed.
     pub fn abandon_dump(&self, dump: NewDump) -> Result<(), DbError> {
         let NewDump { id, file, .. } = dump;
-        drop(file);
+        // Unlink while still holding the lock, so no sweeper ever sees this
+        // dump unlocked under its name.
         remove_file(&self.file(ReportState::New, id, FileKind::Dump))?;
+        drop(file);
         tracing::debug!(%id, "abandoned dump");
         Ok(())
     }

@@ -489,3 +489,70 @@ fn annotations_survive_a_round_trip_through_the_database() {
     let id = f.db.commit_dump(dump, &m).unwrap();
     assert_eq!(f.db.find(&id.to_string()[..8]).unwrap().metadata.annotations, m.annotations);
 }
+
+/// A sweep running next to a writer (another monitor starting, or this
+/// monitor's own background sweep) never deletes a dump being written.
+#[test]
+fn concurrent_sweeps_never_take_a_live_dump() {
+    let f = fixture();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sweeper = {
+        let db = f.db.clone();
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut sweeps = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                db.sweep_new().unwrap();
+                sweeps += 1;
+            }
+            sweeps
+        })
+    };
+    for i in 0..100 {
+        let mut dump = f.db.begin_dump().unwrap();
+        dump.file.write_all(b"MDMP").unwrap();
+        f.db.commit_dump(dump, &metadata(i)).expect("commit while another thread sweeps");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(sweeper.join().unwrap() > 0);
+    assert_eq!(f.db.list().unwrap().len(), 100);
+}
+
+/// The invariant the sweep relies on, checked directly: while its writer is
+/// alive, a `.dmp` in new/ can never be locked by anyone else.
+#[test]
+fn a_live_writers_dump_is_never_lockable() {
+    use std::os::unix::fs::MetadataExt;
+    let f = fixture();
+    let new_dir = f.db.root().join("new");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checker = {
+        let stop = std::sync::Arc::clone(&stop);
+        let new_dir = new_dir.clone();
+        std::thread::spawn(move || {
+            let mut violations = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for entry in fs::read_dir(&new_dir).unwrap().flatten() {
+                    let path = entry.path();
+                    if path.extension().is_none_or(|e| e != "dmp") {
+                        continue;
+                    }
+                    let Ok(file) = fs::File::open(&path) else { continue };
+                    if file.try_lock().is_ok() {
+                        // Only a violation if the file is still that .dmp
+                        // (not abandoned or moved meanwhile).
+                        let same = fs::metadata(&path).is_ok_and(|m| m.ino() == file.metadata().unwrap().ino());
+                        violations += u32::from(same);
+                    }
+                }
+            }
+            violations
+        })
+    };
+    for _ in 0..20_000 {
+        let dump = f.db.begin_dump().unwrap();
+        f.db.abandon_dump(dump).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(checker.join().unwrap(), 0, "a live writer's dump was lockable");
+}

@@ -19,35 +19,46 @@ use std::sync::Mutex;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// The monitor's side: a handle on the watchdog process.
+/// The monitor's side: a handle on the watchdog process, started in the
+/// background so that starting it costs the app nothing; the first dump
+/// waits for it if it is not up yet.
 #[derive(Debug)]
 pub struct Watchdog {
+    process: std::sync::OnceLock<Option<Process>>,
+}
+
+#[derive(Debug)]
+struct Process {
     pipe: Mutex<Option<ChildStdin>>,
-    child: Child,
+    child: Mutex<Child>,
 }
 
 impl Watchdog {
-    /// Start `exe __watchdog` with a pipe on its stdin.
-    pub fn spawn(exe: &std::path::Path) -> std::io::Result<Watchdog> {
-        use std::os::unix::process::CommandExt;
-        let mut child = Command::new(exe)
-            .arg("__watchdog")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            // Not in the monitor's process group: a signal to the group must
-            // not take the watchdog with it.
-            .process_group(0)
-            .spawn()?;
-        let pipe = child.stdin.take().ok_or_else(|| std::io::Error::other("watchdog has no stdin"))?;
-        Ok(Watchdog { pipe: Mutex::new(Some(pipe)), child })
+    /// Start `exe __watchdog` on a background thread.
+    pub fn start(exe: std::path::PathBuf) -> std::sync::Arc<Watchdog> {
+        let w = std::sync::Arc::new(Watchdog { process: std::sync::OnceLock::new() });
+        let setter = std::sync::Arc::clone(&w);
+        let spawned = std::thread::Builder::new().name("crashmon-watchdog-start".into()).spawn(move || {
+            let process = match Process::spawn(&exe) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot start the dump watchdog ({e}); a monitor crash mid-dump could leave an app stopped"
+                    );
+                    None
+                }
+            };
+            let _ = setter.process.set(process);
+        });
+        if spawned.is_err() {
+            let _ = w.process.set(None);
+        }
+        w
     }
 
     fn send(&self, line: &str) {
-        let mut pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = pipe.as_mut()
-            && let Err(e) = p.write_all(line.as_bytes()).and_then(|()| p.flush())
-        {
-            tracing::warn!("dump watchdog unreachable: {e}");
+        if let Some(p) = self.process.wait() {
+            p.send(line);
         }
     }
 
@@ -62,12 +73,38 @@ impl Watchdog {
     }
 }
 
-impl Drop for Watchdog {
+impl Process {
+    /// Start `exe __watchdog` with a pipe on its stdin.
+    fn spawn(exe: &std::path::Path) -> std::io::Result<Process> {
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new(exe)
+            .arg("__watchdog")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            // Not in the monitor's process group: a signal to the group must
+            // not take the watchdog with it.
+            .process_group(0)
+            .spawn()?;
+        let pipe = child.stdin.take().ok_or_else(|| std::io::Error::other("watchdog has no stdin"))?;
+        Ok(Process { pipe: Mutex::new(Some(pipe)), child: Mutex::new(child) })
+    }
+
+    fn send(&self, line: &str) {
+        let mut pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = pipe.as_mut()
+            && let Err(e) = p.write_all(line.as_bytes()).and_then(|()| p.flush())
+        {
+            tracing::warn!("dump watchdog unreachable: {e}");
+        }
+    }
+}
+
+impl Drop for Process {
     fn drop(&mut self) {
         // Closing the pipe ends the watchdog (nothing is in progress when the
         // monitor shuts down cleanly); then reap it.
         drop(self.pipe.get_mut().unwrap_or_else(|e| e.into_inner()).take());
-        let _ = self.child.wait();
+        let _ = self.child.get_mut().unwrap_or_else(|e| e.into_inner()).wait();
     }
 }
 

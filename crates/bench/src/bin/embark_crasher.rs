@@ -22,7 +22,10 @@ impl minidumper::ServerHandler for Handler {
         Ok((std::fs::File::create(&path)?, path))
     }
 
-    fn on_minidump_created(&self, result: Result<minidumper::MinidumpBinary, minidumper::Error>) -> minidumper::LoopAction {
+    fn on_minidump_created(
+        &self,
+        result: Result<minidumper::MinidumpBinary, minidumper::Error>,
+    ) -> minidumper::LoopAction {
         if let Ok(mut md) = result {
             // Durable on disk, as crashmon's is.
             let _ = md.file.flush();

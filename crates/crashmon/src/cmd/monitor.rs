@@ -53,20 +53,19 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     let db = Database::open_or_create(&db_path)
         .with_context(|| format!("cannot use the crash database {}", db_path.display()))
         .code(exit::USAGE)?;
+    let db = Arc::new(db);
     // Partial dumps of monitors that died (their writer's lock is gone).
-    if let Err(e) = db.sweep_new() {
-        tracing::warn!("cannot sweep partial dumps: {e}");
-    }
-    let exe = std::env::current_exe().context("cannot find the crashmon executable")?;
-    let watchdog = match crashmon_monitor::watchdog::Watchdog::spawn(&exe) {
-        Ok(w) => Some(Arc::new(w)),
-        Err(e) => {
-            tracing::warn!("cannot start the dump watchdog ({e}); a monitor crash mid-dump could leave an app stopped");
-            None
+    // In the background: the app is waiting for our hello.
+    let sweeper = Arc::clone(&db);
+    let _ = std::thread::Builder::new().name("crashmon-sweep".into()).spawn(move || {
+        if let Err(e) = sweeper.sweep_new() {
+            tracing::warn!("cannot sweep partial dumps: {e}");
         }
-    };
+    });
+    let exe = std::env::current_exe().context("cannot find the crashmon executable")?;
+    let watchdog = Some(crashmon_monitor::watchdog::Watchdog::start(exe));
     let config = MonitorConfig {
-        database: Arc::new(db),
+        database: db,
         after_capture: Some(Arc::new(crate::postprocess::Symbolicate::new()?)),
         max_clients: 1024,
         watchdog,
