@@ -309,6 +309,7 @@ impl<'a> Connection<'a> {
                     return false;
                 }
                 self.greeted = true;
+                tracing::debug!(pid = self.peer_pid, "hello");
                 self.send(&proto::Message::HelloAck(proto::HelloAck { monitor_pid: std::process::id() }))
             }
             proto::Message::DumpRequest(req) => {
@@ -329,6 +330,7 @@ impl<'a> Connection<'a> {
                         reason: reason.as_bytes(),
                     }));
                 }
+                tracing::debug!(pid = self.peer_pid, tid = req.tid, kind = ?req.kind, "dump requested");
                 self.dump(&req)
             }
             other => {

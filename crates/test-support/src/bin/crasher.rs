@@ -25,7 +25,17 @@ fn crash_here() {
     crashmon_demo::crash(kind);
 }
 
+/// With `CRASHER_TIMELINE` set, print a wall-clock timestamp for `what` on
+/// stderr (for profiling the crash path against the monitor's logs).
+fn mark(what: &str) {
+    if std::env::var_os("CRASHER_TIMELINE").is_some() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        eprintln!("timeline {:.6} {what}", t.as_secs_f64() % 60.0);
+    }
+}
+
 fn main() {
+    mark("main");
     let mut kind = None;
     let mut socket = None;
     let mut wait_stdin = false;
@@ -73,6 +83,7 @@ fn main() {
         }
     };
     let tid = nix::unistd::gettid();
+    mark("installed");
     println!("ready pid={} tid={} monitor={}", std::process::id(), tid, guard.monitor_pid());
     let _ = std::io::stdout().flush();
     if wait_stdin {
