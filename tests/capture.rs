@@ -179,3 +179,32 @@ fn a13_requested_dump_keeps_the_app_running() {
     let exc: MinidumpException<'_> = md.get_stream().unwrap();
     assert_eq!(exc.get_crashing_thread_id(), out.crashing_tid as u32);
 }
+
+/// Annotations set ahead of time are in the report's metadata; an oversized
+/// value is truncated (not a crash), a removed key is gone.
+#[test]
+fn annotations_reach_the_report() {
+    let out = run(
+        "segv",
+        "main",
+        &[
+            "--annotate",
+            "version=1.2.3",
+            "--annotate",
+            "build=ci 42",
+            "--annotate",
+            "temporary=x",
+            "--annotate",
+            "temporary=<remove>",
+            "--annotate",
+            "huge=<big>",
+        ],
+    );
+    assert_eq!(out.signal, Some(libc::SIGSEGV));
+    let m = metadata(&one_dump(out.db.path()));
+    let a = &m["annotations"];
+    assert_eq!(a["version"], "1.2.3");
+    assert_eq!(a["build"], "ci 42");
+    assert!(a.get("temporary").is_none(), "removed: {a}");
+    assert_eq!(a["huge"].as_str().unwrap().len(), 20 * 1024, "truncated to 20 KiB");
+}

@@ -30,7 +30,10 @@ use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub use request::{DumpError, PanicMode, ReportId, report_error, request_dump};
+pub use request::{
+    DumpError, MAX_ANNOTATIONS, PanicMode, ReportId, annotate, annotations_dropped, annotations_truncated,
+    remove_annotation, report_error, request_dump,
+};
 pub use signal::CONTEXT_LEN;
 
 /// Environment variable naming the `crashmon` executable to spawn as monitor.

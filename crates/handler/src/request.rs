@@ -113,6 +113,82 @@ pub fn report_error(error: &(dyn std::error::Error + 'static)) -> Result<ReportI
     request_dump(&text)
 }
 
+/// Most annotation keys a process can set; later new keys are dropped and
+/// counted (see [`annotations_dropped`]).
+pub const MAX_ANNOTATIONS: usize = 400;
+
+static ANNOTATION_KEYS: Mutex<Option<std::collections::BTreeSet<String>>> = Mutex::new(None);
+static ANNOTATIONS_DROPPED: AtomicU32 = AtomicU32::new(0);
+static ANNOTATIONS_TRUNCATED: AtomicU32 = AtomicU32::new(0);
+
+/// Largest prefix of `s` of at most `cap` bytes ending on a char boundary.
+fn truncate_utf8(s: &str, cap: usize) -> &str {
+    if s.len() <= cap {
+        return s;
+    }
+    let mut end = cap;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Set an annotation: a key/value pair that goes into every report of this
+/// process (metadata, report, upload). It is sent to the monitor now, so a
+/// crash later costs nothing extra.
+///
+/// Bounded: keys are cut to 128 bytes and values to 20 KiB (counted in
+/// [`annotations_truncated`]); past [`MAX_ANNOTATIONS`] keys, new keys are
+/// dropped (counted in [`annotations_dropped`]). Never panics.
+pub fn annotate(key: &str, value: &str) -> Result<(), DumpError> {
+    send_annotation(key, value, false)
+}
+
+/// Remove an annotation set with [`annotate`].
+pub fn remove_annotation(key: &str) -> Result<(), DumpError> {
+    send_annotation(key, "", true)
+}
+
+/// How many annotations were dropped because the key limit was reached.
+pub fn annotations_dropped() -> u32 {
+    ANNOTATIONS_DROPPED.load(Ordering::Relaxed)
+}
+
+/// How many annotation keys or values were truncated to fit.
+pub fn annotations_truncated() -> u32 {
+    ANNOTATIONS_TRUNCATED.load(Ordering::Relaxed)
+}
+
+fn send_annotation(key: &str, value: &str, remove: bool) -> Result<(), DumpError> {
+    let fd = signal::socket_fd().ok_or(DumpError::NotInstalled)?;
+    let k = truncate_utf8(key, proto::ANNOTATION_KEY_CAPACITY);
+    let v = truncate_utf8(value, proto::ANNOTATION_VALUE_CAPACITY);
+    if k.is_empty() {
+        return Ok(());
+    }
+    if k.len() != key.len() || v.len() != value.len() {
+        ANNOTATIONS_TRUNCATED.fetch_add(1, Ordering::Relaxed);
+    }
+    {
+        let mut keys = ANNOTATION_KEYS.lock().unwrap_or_else(|e| e.into_inner());
+        let keys = keys.get_or_insert_with(Default::default);
+        if remove {
+            keys.remove(k);
+        } else if !keys.contains(k) {
+            if keys.len() >= MAX_ANNOTATIONS {
+                ANNOTATIONS_DROPPED.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            keys.insert(k.to_owned());
+        }
+    }
+    let msg = proto::Message::Annotate(proto::Annotate { remove, key: k.as_bytes(), value: v.as_bytes() });
+    let mut buf = vec![0u8; proto::HEADER_LEN + proto::Annotate::MIN_PAYLOAD_LEN + k.len() + v.len()];
+    let n = proto::encode(&msg, &mut buf).map_err(|_| DumpError::Failed(0))?;
+    let _serial = REQUESTS.lock().unwrap_or_else(|e| e.into_inner());
+    if signal::send_datagram(fd, &buf[..n]) { Ok(()) } else { Err(DumpError::Disconnected) }
+}
+
 /// What the panic hook does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]

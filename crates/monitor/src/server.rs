@@ -245,11 +245,27 @@ struct Connection<'a> {
     peer_pid: i32,
     peer_uid: u32,
     greeted: bool,
+    /// The client's annotations, bounded (see [`MAX_ANNOTATIONS`]).
+    annotations: BTreeMap<String, String>,
+    annotation_bytes: usize,
 }
+
+/// Most annotations kept per client (the handler enforces the same).
+pub const MAX_ANNOTATIONS: usize = 400;
+/// Most annotation bytes (keys + values) kept per client.
+pub const MAX_ANNOTATION_BYTES: usize = 1024 * 1024;
 
 impl<'a> Connection<'a> {
     fn new(config: &'a MonitorConfig, fd: OwnedFd) -> Self {
-        Connection { config, fd, peer_pid: 0, peer_uid: u32::MAX, greeted: false }
+        Connection {
+            config,
+            fd,
+            peer_pid: 0,
+            peer_uid: u32::MAX,
+            greeted: false,
+            annotations: BTreeMap::new(),
+            annotation_bytes: 0,
+        }
     }
 
     fn run(mut self) {
@@ -333,11 +349,37 @@ impl<'a> Connection<'a> {
                 tracing::debug!(pid = self.peer_pid, tid = req.tid, kind = ?req.kind, "dump requested");
                 self.dump(&req)
             }
+            proto::Message::Annotate(a) => {
+                if !self.greeted {
+                    tracing::warn!(pid = self.peer_pid, "annotation before hello; dropping");
+                    return false;
+                }
+                self.annotate(&a);
+                true
+            }
             other => {
                 tracing::warn!(pid = self.peer_pid, "unexpected message {:?}; dropping", kind_name(&other));
                 false
             }
         }
+    }
+
+    fn annotate(&mut self, a: &proto::Annotate<'_>) {
+        let key = String::from_utf8_lossy(a.key).into_owned();
+        if let Some(old) = self.annotations.remove(&key) {
+            self.annotation_bytes -= key.len() + old.len();
+        }
+        if a.remove {
+            return;
+        }
+        let value = String::from_utf8_lossy(a.value).into_owned();
+        let size = key.len() + value.len();
+        if self.annotations.len() >= MAX_ANNOTATIONS || self.annotation_bytes + size > MAX_ANNOTATION_BYTES {
+            tracing::warn!(pid = self.peer_pid, key, "annotation limit reached; dropping");
+            return;
+        }
+        self.annotation_bytes += size;
+        self.annotations.insert(key, value);
     }
 
     fn send(&self, msg: &proto::Message<'_>) -> bool {
@@ -364,7 +406,7 @@ impl<'a> Connection<'a> {
             pid,
             exe,
             crash: crash_info(req),
-            annotations: BTreeMap::new(),
+            annotations: self.annotations.clone(),
             dump_size: None,
             symbolication: None,
             upload: UploadState::default(),
@@ -439,6 +481,7 @@ fn kind_name(msg: &proto::Message<'_>) -> &'static str {
         proto::Message::DumpRequest(_) => "DumpRequest",
         proto::Message::DumpComplete(_) => "DumpComplete",
         proto::Message::DumpFailed(_) => "DumpFailed",
+        proto::Message::Annotate(_) => "Annotate",
     }
 }
 

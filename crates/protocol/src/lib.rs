@@ -24,9 +24,14 @@ pub const CONTEXT_CAPACITY: usize = 2048;
 /// Capacity of the free-text reason in [`DumpFailed`] and of the message in
 /// [`DumpRequest`].
 pub const TEXT_CAPACITY: usize = 256;
+/// Longest annotation key, bytes.
+pub const ANNOTATION_KEY_CAPACITY: usize = 128;
+/// Longest annotation value, bytes (20 KiB).
+pub const ANNOTATION_VALUE_CAPACITY: usize = 20 * 1024;
 /// The largest datagram of this protocol; a receive buffer of this size always
 /// holds a whole message, so anything longer is malformed by definition.
-pub const MAX_MESSAGE_LEN: usize = HEADER_LEN + DumpRequest::PAYLOAD_LEN;
+pub const MAX_MESSAGE_LEN: usize = HEADER_LEN + Annotate::MAX_PAYLOAD_LEN;
+const _: () = assert!(Annotate::MAX_PAYLOAD_LEN >= DumpRequest::PAYLOAD_LEN);
 
 /// What a message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +47,8 @@ pub enum Kind {
     DumpComplete = 4,
     /// Monitor → client: no dump could be written.
     DumpFailed = 5,
+    /// Client → monitor: set or remove an annotation.
+    Annotate = 6,
 }
 
 impl Kind {
@@ -52,19 +59,23 @@ impl Kind {
             3 => Kind::DumpRequest,
             4 => Kind::DumpComplete,
             5 => Kind::DumpFailed,
+            6 => Kind::Annotate,
             _ => return None,
         })
     }
 
-    /// The exact payload length of this kind.
-    pub const fn payload_len(self) -> usize {
-        match self {
+    /// The smallest and largest payload length of this kind (equal for
+    /// fixed-size kinds).
+    pub const fn payload_bounds(self) -> (usize, usize) {
+        let fixed = match self {
             Kind::Hello => Hello::PAYLOAD_LEN,
             Kind::HelloAck => HelloAck::PAYLOAD_LEN,
             Kind::DumpRequest => DumpRequest::PAYLOAD_LEN,
             Kind::DumpComplete => DumpComplete::PAYLOAD_LEN,
             Kind::DumpFailed => DumpFailed::PAYLOAD_LEN,
-        }
+            Kind::Annotate => return (Annotate::MIN_PAYLOAD_LEN, Annotate::MAX_PAYLOAD_LEN),
+        };
+        (fixed, fixed)
     }
 }
 
@@ -241,6 +252,26 @@ impl DumpFailed<'_> {
     pub const PAYLOAD_LEN: usize = 4 + 4 + 4 + TEXT_CAPACITY;
 }
 
+/// Client → monitor: set (or, with `remove`, delete) an annotation that
+/// goes into every report of this process. Sent ahead of time, so a crash
+/// costs nothing extra.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Annotate<'a> {
+    /// Delete the key instead of setting it.
+    pub remove: bool,
+    /// The key (UTF-8, at most [`ANNOTATION_KEY_CAPACITY`] bytes).
+    pub key: &'a [u8],
+    /// The value (UTF-8, at most [`ANNOTATION_VALUE_CAPACITY`] bytes).
+    pub value: &'a [u8],
+}
+
+impl Annotate<'_> {
+    /// Payload bytes before the key and value.
+    pub const MIN_PAYLOAD_LEN: usize = 12;
+    /// Largest payload.
+    pub const MAX_PAYLOAD_LEN: usize = Self::MIN_PAYLOAD_LEN + ANNOTATION_KEY_CAPACITY + ANNOTATION_VALUE_CAPACITY;
+}
+
 /// A decoded message, borrowing variable parts from the receive buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Message<'a> {
@@ -254,6 +285,8 @@ pub enum Message<'a> {
     DumpComplete(DumpComplete),
     /// See [`DumpFailed`].
     DumpFailed(DumpFailed<'a>),
+    /// See [`Annotate`].
+    Annotate(Annotate<'a>),
 }
 
 /// Little-endian cursor over a byte slice; every read is bounds-checked by the
@@ -333,8 +366,9 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, DecodeError> {
     let raw_kind = r.u16();
     let kind = Kind::from_u16(raw_kind).ok_or(DecodeError::UnknownKind(raw_kind))?;
     let payload_len = r.u32();
-    let expected = kind.payload_len();
-    if payload_len as usize != expected {
+    let (min, max) = kind.payload_bounds();
+    if (payload_len as usize) < min || payload_len as usize > max {
+        let expected = if (payload_len as usize) < min { min } else { max };
         return Err(DecodeError::BadLength { kind, expected, actual: payload_len as usize });
     }
     Ok(Header { kind, payload_len })
@@ -343,7 +377,7 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, DecodeError> {
 /// Decode one whole datagram.
 pub fn decode(buf: &[u8]) -> Result<Message<'_>, DecodeError> {
     let header = decode_header(buf)?;
-    let expected = header.kind.payload_len();
+    let expected = header.payload_len as usize;
     let actual = buf.len() - HEADER_LEN;
     if actual != expected {
         return Err(DecodeError::BadLength { kind: header.kind, expected, actual });
@@ -384,14 +418,31 @@ pub fn decode(buf: &[u8]) -> Result<Message<'_>, DecodeError> {
             let reason = r.sized(TEXT_CAPACITY, "reason")?;
             Message::DumpFailed(DumpFailed { request_id, errno, reason })
         }
+        Kind::Annotate => {
+            let flags = r.u32();
+            let key_len = r.u32() as usize;
+            let value_len = r.u32() as usize;
+            if flags > 1 {
+                return Err(DecodeError::BadField("flags"));
+            }
+            if key_len == 0 || key_len > ANNOTATION_KEY_CAPACITY {
+                return Err(DecodeError::BadField("key"));
+            }
+            if value_len > ANNOTATION_VALUE_CAPACITY || Annotate::MIN_PAYLOAD_LEN + key_len + value_len != actual {
+                return Err(DecodeError::BadField("value"));
+            }
+            let key = r.bytes(key_len);
+            let value = r.bytes(value_len);
+            Message::Annotate(Annotate { remove: flags == 1, key, value })
+        }
     })
 }
 
-fn header(w: &mut Writer<'_>, kind: Kind) {
+fn header(w: &mut Writer<'_>, kind: Kind, payload_len: usize) {
     w.put(&MAGIC.to_le_bytes());
     w.put(&VERSION.to_le_bytes());
     w.put(&(kind as u16).to_le_bytes());
-    w.put(&(kind.payload_len() as u32).to_le_bytes());
+    w.put(&(payload_len as u32).to_le_bytes());
     w.put(&0u32.to_le_bytes());
 }
 
@@ -420,13 +471,23 @@ pub fn encode(msg: &Message<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
         Message::DumpRequest(_) => Kind::DumpRequest,
         Message::DumpComplete(_) => Kind::DumpComplete,
         Message::DumpFailed(_) => Kind::DumpFailed,
+        Message::Annotate(_) => Kind::Annotate,
     };
-    let total = HEADER_LEN + kind.payload_len();
+    let payload_len = match msg {
+        Message::Annotate(a) => {
+            if a.key.is_empty() || a.key.len() > ANNOTATION_KEY_CAPACITY || a.value.len() > ANNOTATION_VALUE_CAPACITY {
+                return Err(EncodeError::TooLong);
+            }
+            Annotate::MIN_PAYLOAD_LEN + a.key.len() + a.value.len()
+        }
+        _ => kind.payload_bounds().0,
+    };
+    let total = HEADER_LEN + payload_len;
     if buf.len() < total {
         return Err(EncodeError::BufferTooSmall);
     }
     let mut w = Writer { buf, pos: 0 };
-    header(&mut w, kind);
+    header(&mut w, kind, payload_len);
     match msg {
         Message::Hello(h) => {
             w.put(&h.pid.to_le_bytes());
@@ -459,6 +520,13 @@ pub fn encode(msg: &Message<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
             w.put(&f.request_id.to_le_bytes());
             w.put(&f.errno.to_le_bytes());
             w.sized(utf8_prefix(f.reason, TEXT_CAPACITY), TEXT_CAPACITY);
+        }
+        Message::Annotate(a) => {
+            w.put(&u32::from(a.remove).to_le_bytes());
+            w.put(&(a.key.len() as u32).to_le_bytes());
+            w.put(&(a.value.len() as u32).to_le_bytes());
+            w.put(a.key);
+            w.put(a.value);
         }
     }
     debug_assert_eq!(w.pos, total);
@@ -493,6 +561,39 @@ mod tests {
         }));
         roundtrip(Message::DumpComplete(DumpComplete { request_id: 9, report_id: [3; 16] }));
         roundtrip(Message::DumpFailed(DumpFailed { request_id: 9, errno: 1, reason: b"ptrace: EPERM" }));
+        roundtrip(Message::Annotate(Annotate { remove: false, key: b"version", value: b"1.2.3" }));
+        roundtrip(Message::Annotate(Annotate { remove: true, key: b"version", value: b"" }));
+        let big = [b'v'; ANNOTATION_VALUE_CAPACITY];
+        roundtrip(Message::Annotate(Annotate { remove: false, key: &[b'k'; ANNOTATION_KEY_CAPACITY], value: &big }));
+    }
+
+    #[test]
+    fn annotate_lengths_must_agree_with_the_datagram() {
+        let mut buf = [0u8; MAX_MESSAGE_LEN];
+        let n = encode(&Message::Annotate(Annotate { remove: false, key: b"k", value: b"value" }), &mut buf).unwrap();
+        // Datagram cut short or padded: the header's length no longer matches.
+        assert!(matches!(decode(&buf[..n - 1]), Err(DecodeError::BadLength { .. })));
+        // Inner value length inflated to claim bytes that are not there.
+        let mut bad = buf;
+        bad[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&1000u32.to_le_bytes());
+        assert_eq!(decode(&bad[..n]), Err(DecodeError::BadField("value")));
+        // An empty key, an oversized key.
+        let mut bad = buf;
+        bad[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(decode(&bad[..n]), Err(DecodeError::BadField("key")));
+        let mut bad = buf;
+        bad[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&(ANNOTATION_KEY_CAPACITY as u32 + 1).to_le_bytes());
+        assert_eq!(decode(&bad[..n]), Err(DecodeError::BadField("key")));
+        // A header claiming more than the largest annotation.
+        let mut bad = buf;
+        bad[8..12].copy_from_slice(&(Annotate::MAX_PAYLOAD_LEN as u32 + 1).to_le_bytes());
+        assert!(matches!(decode_header(&bad), Err(DecodeError::BadLength { .. })));
+        // Too long to encode.
+        let long = [b'x'; ANNOTATION_VALUE_CAPACITY + 1];
+        assert_eq!(
+            encode(&Message::Annotate(Annotate { remove: false, key: b"k", value: &long }), &mut buf),
+            Err(EncodeError::TooLong)
+        );
     }
 
     #[test]

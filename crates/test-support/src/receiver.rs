@@ -173,8 +173,8 @@ pub struct Request {
     pub body: Vec<u8>,
     /// Bytes of body received on the wire.
     pub wire_len: u64,
-    /// The raw body was longer than the record limit (then `body` is its
-    /// start, not decompressed).
+    /// The raw or decompressed body was longer than the record limit (then
+    /// `body` is its start; a raw body is then not decompressed).
     pub truncated: bool,
     /// The body was gzip and decompressed successfully.
     pub decompressed: bool,
@@ -344,7 +344,8 @@ pub fn parse_multipart(content_type: &str, body: &[u8]) -> Result<Vec<Part>, Str
 pub fn parse_envelope(body: &[u8]) -> Result<Vec<(serde_json::Value, Vec<u8>)>, String> {
     let line_end = |from: usize| body[from..].iter().position(|&b| b == b'\n').map_or(body.len(), |p| from + p);
     let end = line_end(0);
-    let header: serde_json::Value = serde_json::from_slice(&body[..end]).map_err(|e| format!("envelope header: {e}"))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&body[..end]).map_err(|e| format!("envelope header: {e}"))?;
     let mut items = vec![(header, Vec::new())];
     let mut pos = end + 1;
     while pos < body.len() {
@@ -404,8 +405,8 @@ impl ReceiverBuilder {
         self
     }
 
-    /// Keep at most this many bytes of each body (the rest is read and
-    /// counted, not kept).
+    /// Keep at most this many bytes of each body, raw or decompressed (the
+    /// rest is read and counted, not kept). Default 256 MiB.
     pub fn record_limit(mut self, bytes: usize) -> Self {
         self.record_limit = bytes;
         self
@@ -542,7 +543,12 @@ impl Receiver {
             if now >= deadline {
                 break;
             }
-            requests = self.shared.changed.wait_timeout(requests, deadline - now).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+            requests = self
+                .shared
+                .changed
+                .wait_timeout(requests, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
         }
         requests.clone()
     }
@@ -617,6 +623,17 @@ fn bad(msg: &str) -> io::Error {
 }
 
 fn read_request(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream, record_limit: usize) -> io::Result<Request> {
+    // Like a real HTTP server, answer 400 at once to something that does not
+    // start like a request (e.g. a TLS ClientHello).
+    let first = reader.fill_buf()?.first().copied();
+    match first {
+        None => return Err(bad("connection closed before a request")),
+        Some(b) if !b.is_ascii_uppercase() => {
+            let _ = writer.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            return Err(bad("not an HTTP request"));
+        }
+        Some(_) => {}
+    }
     let mut head = Vec::new();
     loop {
         let n = reader.by_ref().take((MAX_HEAD - head.len()) as u64).read_until(b'\n', &mut head)?;
@@ -714,8 +731,13 @@ fn read_request(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream, recor
     let gzip = request.header("content-encoding").is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
     if gzip && !request.truncated {
         let mut plain = Vec::new();
-        let decoded = flate2::read::GzDecoder::new(request.body.as_slice()).take(MAX_DECOMPRESSED).read_to_end(&mut plain);
+        let limit = (record_limit as u64).min(MAX_DECOMPRESSED);
+        let decoded = flate2::read::GzDecoder::new(request.body.as_slice()).take(limit + 1).read_to_end(&mut plain);
         if decoded.is_ok() {
+            if plain.len() as u64 > limit {
+                plain.truncate(limit as usize);
+                request.truncated = true;
+            }
             request.body = plain;
             request.decompressed = true;
         }
@@ -761,7 +783,12 @@ fn write_reply(writer: &mut TcpStream, reader: &mut TcpStream, reply: &Reply, sh
         }
         _ => {}
     }
-    let mut head = format!("HTTP/1.1 {} {}\r\nContent-Length: {}\r\nConnection: close\r\n", reply.status, reason(reply.status), reply.body.len());
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reply.status,
+        reason(reply.status),
+        reply.body.len()
+    );
     for (name, value) in &reply.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -814,7 +841,8 @@ mod tests {
     fn serves_and_records() {
         let receiver = Receiver::builder().replies([Reply::sentry_id("abc")]).start();
         let mut s = TcpStream::connect(receiver.addr()).unwrap();
-        s.write_all(b"POST /api/1/minidump/?sentry_key=k%21 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello").unwrap();
+        s.write_all(b"POST /api/1/minidump/?sentry_key=k%21 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+            .unwrap();
         let mut reply = String::new();
         s.read_to_string(&mut reply).unwrap();
         assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");

@@ -330,6 +330,31 @@ mod tests {
     }
 
     #[test]
+    fn the_dump_is_read_in_bounded_chunks() {
+        // A 64 MiB sparse file read with a huge output buffer: no read of the
+        // dump returns (or buffers) more than one 64 KiB chunk.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.dmp");
+        let file = File::create(&path).unwrap();
+        file.set_len(64 << 20).unwrap();
+        let file = File::open(&path).unwrap();
+        let plan = ScrubPlan::default();
+        let dump = DumpSource { file: &file, len: 64 << 20, plan: &plan };
+        let mut range = dump.reader();
+        let mut buf = vec![0u8; 8 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = range.read(&mut buf).unwrap();
+            assert!(n <= crate::scrub::CHUNK, "read {n} bytes at once");
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        assert_eq!(total, 64 << 20);
+    }
+
+    #[test]
     fn short_file_is_a_local_error() {
         let (_dir, file) = dump_file(b"1234");
         let plan = ScrubPlan::default();

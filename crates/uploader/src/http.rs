@@ -55,7 +55,7 @@ fn failure(err: ureq::Error, target: &Target) -> Failure {
         ureq::Error::Protocol(_) | ureq::Error::LargeResponseHeader(..) => Failure::Protocol { detail },
         ureq::Error::TooManyRedirects | ureq::Error::RedirectFailed => Failure::Redirect { status: 0, location: None },
         ureq::Error::Io(e) => io_failure(&e, target),
-        _ => Failure::ConnectionLost { detail },
+        _ => Failure::Network { detail },
     }
 }
 
@@ -77,8 +77,11 @@ fn io_failure(e: &io::Error, target: &Target) -> Failure {
         K::TimedOut | K::WouldBlock => Failure::Timeout { detail },
         K::InvalidData if target.is_https() => Failure::Tls { detail },
         K::InvalidData => Failure::Protocol { detail },
-        // getaddrinfo failures have no stable ErrorKind; the detail says so.
-        _ => Failure::ConnectionLost { detail },
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof | K::NotConnected => {
+            Failure::ConnectionLost { detail }
+        }
+        // getaddrinfo failures have no stable ErrorKind; the detail says what.
+        _ => Failure::Network { detail },
     }
 }
 

@@ -11,26 +11,30 @@
 //! - Nothing is sent unless the user agreed (`settings.uploads_enabled`,
 //!   see [`set_consent`]) or the caller overrides it
 //!   ([`UploadOptions::ignore_consent`]).
-//! - Each report is locked while it is uploaded ([`lock`](crate::lock) docs:
-//!   `flock` on `pending/<id>.dmp`), so concurrent uploaders — threads,
-//!   `crashmon upload` runs, the monitor — never send a report twice.
+//! - Each report is locked while it is uploaded ([`lock`]: `flock` on
+//!   `pending/<id>.dmp`), so concurrent uploaders — threads, `crashmon
+//!   upload` runs, the monitor — never send a report twice.
 //! - Dumps are streamed from disk, never read whole into memory, and
 //!   scrubbed of secrets from the environment and command line on the way
 //!   ([`scrub`]).
 //! - Replies are classified by kind ([`reply`]); rate limits pause every
 //!   report to the target, persisted in `<db>/upload-state.json`
 //!   ([`state`]).
-//! - Redirects are never followed and TLS never falls back to plain HTTP
-//!   (see the `http` module notes in [`UploadOptions::timeout`]).
+//! - Redirects are never followed, TLS never falls back to plain HTTP, one
+//!   timeout bounds each request and replies are read only in part
+//!   ([`http`]).
+//! - Sentry events carry the report id as `event_id` and the on-device
+//!   stack trace ([`sentry`]); what each protocol's request contains is in
+//!   [`request`].
 
 mod body;
-mod http;
-mod lock;
+pub mod http;
+pub mod lock;
 pub mod reply;
 pub mod request;
 pub mod retry;
 pub mod scrub;
-mod sentry;
+pub mod sentry;
 pub mod state;
 pub mod target;
 
@@ -147,7 +151,9 @@ pub enum UploadError {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Outcome {
-    /// Uploaded; moved to `completed/`.
+    /// Uploaded; moved to `completed/`. The metadata's
+    /// `upload.server_report_id` holds the server's id, or `""` if it gave
+    /// none (the mark that the report was accepted).
     Accepted {
         /// The server's id for it, if it gave one.
         server_id: Option<String>,
@@ -267,6 +273,9 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// The result for one report of [`upload_pending`].
+pub type ReportResult = (ReportId, Result<Outcome, UploadError>);
+
 /// Whether the user has enabled uploads.
 pub fn consent(db: &Database) -> Result<bool, UploadError> {
     Ok(db.settings()?.uploads_enabled)
@@ -297,16 +306,18 @@ pub fn upload_report(
 
 /// Uploads the pending reports that `filter` accepts, oldest first, each
 /// as [`upload_report`] would. After an attempt that shows the target
-/// unreachable or refusing (anything but accepted or rejected), the rest
-/// are not attempted ([`Outcome::Skipped`]). Returns one result per
-/// report considered; `Err` only if the database cannot be listed.
+/// unreachable or refusing ([`Outcome::RetryLater`] for anything but a
+/// local read error, [`Outcome::TargetRefused`]), the rest are not
+/// attempted ([`Outcome::Skipped`]); after a rate limit they come back as
+/// [`Outcome::TargetPaused`]. Returns one result per report considered;
+/// `Err` only if the settings or the list of reports cannot be read.
 pub fn upload_pending(
     db: &Database,
     target: &Target,
     options: &UploadOptions,
     clock: &dyn Clock,
     filter: &dyn Fn(&Entry) -> bool,
-) -> Result<Vec<(ReportId, Result<Outcome, UploadError>)>, UploadError> {
+) -> Result<Vec<ReportResult>, UploadError> {
     let run = Run::new(db, target, options, clock)?;
     let mut pending: Vec<Entry> =
         db.list()?.into_iter().filter(|e| e.state == ReportState::Pending && e.has_dump() && filter(e)).collect();
@@ -319,10 +330,10 @@ pub fn upload_pending(
             continue;
         }
         let result = run.attempt(entry.id);
+        // A rate limit needs no stop: the pause it recorded holds the rest
+        // back (as TargetPaused).
         match &result {
-            Ok(Outcome::TargetRefused { failure, .. })
-            | Ok(Outcome::RetryLater { failure, .. })
-            | Ok(Outcome::RateLimited { failure, .. })
+            Ok(Outcome::TargetRefused { failure, .. }) | Ok(Outcome::RetryLater { failure, .. })
                 if !matches!(failure, Failure::LocalRead { .. }) =>
             {
                 stop = Some(format!("report {} failed first: {failure}", entry.id));
@@ -462,27 +473,31 @@ impl<'a> Run<'a> {
             }
         };
         let mut rng = fastrand::Rng::with_seed(self.seed ^ id.as_uuid().as_u64_pair().0);
-        let request = request::build(
-            self.target,
-            &entry.metadata,
-            &annotations,
-            &self.settings.client_id,
-            report.as_ref(),
-            len,
-            self.options,
-            &mut rng,
-        );
+        let data = request::ReportData {
+            metadata: &entry.metadata,
+            annotations: &annotations,
+            client_id: &self.settings.client_id,
+            report: report.as_ref(),
+            dump_len: len,
+        };
+        let request = request::build(self.target, &data, self.options, &mut rng);
         let protocol = match self.target {
             Target::Breakpad { flavor, .. } => Protocol::Breakpad(*flavor),
             Target::Sentry { .. } => Protocol::Sentry,
         };
         tracing::info!(report = %id, target = %self.target, bytes = len, "uploading crash report");
         let dump = DumpSource { file, len, plan: &plan };
-        Ok(match http::send(&self.agent, self.target, &request, &dump, self.options.max_reply_bytes) {
-            Ok(reply) => reply::classify(protocol, &reply, self.clock.now_ms()),
-            Err(failure @ Failure::Redirect { .. }) => (Verdict::TargetRefused(failure), None),
-            Err(failure) => (Verdict::Retry { failure, retry_after: None }, None),
-        })
+        let (mut verdict, pause) =
+            match http::send(&self.agent, self.target, &request, &dump, self.options.max_reply_bytes) {
+                Ok(reply) => reply::classify(protocol, &reply, self.clock.now_ms()),
+                Err(failure @ Failure::Redirect { .. }) => (Verdict::TargetRefused(failure), None),
+                Err(failure) => (Verdict::Retry { failure, retry_after: None }, None),
+            };
+        // A server may echo our credentials back; they are stored and shown.
+        if let Some(failure) = verdict.failure_mut() {
+            failure.map_text(|text| self.target.redact_message(text));
+        }
+        Ok((verdict, pause))
     }
 
     /// Stores the verdict in the report's metadata and moves it on.

@@ -15,7 +15,7 @@
 //! | 401, 403, 404, 405, 410 | target refused (credentials or URL wrong) |
 //! | 408, 5xx | retry (with `Retry-After` as a floor) |
 //! | 429 | rate limited for `Retry-After` (or `X-Sentry-Rate-Limits`) |
-//! | connection refused, DNS, reset, timeout, TLS, bad HTTP | retry |
+//! | connection refused, DNS, reset, timeout, TLS, bad HTTP, other network errors | retry |
 //!
 //! "Rejected" moves the report to `failed/`. "Target refused" is about the
 //! target, not the report: the report stays pending (with backoff) and the
@@ -120,6 +120,12 @@ pub enum Failure {
         /// The error.
         detail: String,
     },
+    /// Another network error (e.g. name resolution by the system resolver,
+    /// which has no error kind of its own).
+    Network {
+        /// The error.
+        detail: String,
+    },
     /// TLS failed. Never followed by a plain-HTTP attempt.
     Tls {
         /// The error.
@@ -180,10 +186,50 @@ impl fmt::Display for Failure {
             Failure::Dns { detail } => write!(f, "cannot resolve the host: {detail}"),
             Failure::Timeout { detail } => write!(f, "timed out: {detail}"),
             Failure::ConnectionLost { detail } => write!(f, "connection lost: {detail}"),
+            Failure::Network { detail } => write!(f, "network error: {detail}"),
             Failure::Tls { detail } => write!(f, "TLS failed (not retried without TLS): {detail}"),
             Failure::Protocol { detail } => write!(f, "bad HTTP from the server: {detail}"),
             Failure::LocalRead { detail } => write!(f, "cannot read the dump: {detail}"),
             Failure::CannotScrub { detail } => write!(f, "not sent: {detail}"),
+        }
+    }
+}
+
+impl Failure {
+    /// Applies `f` to every text of the failure (e.g. to redact a
+    /// credential a server echoed back).
+    pub(crate) fn map_text(&mut self, f: impl Fn(&str) -> String) {
+        match self {
+            Failure::Discarded { rule: text, .. }
+            | Failure::Unauthorized { detail: text, .. }
+            | Failure::ClientError { detail: text, .. }
+            | Failure::ServerError { detail: text, .. }
+            | Failure::UnexpectedReply { detail: text, .. }
+            | Failure::Connect { detail: text }
+            | Failure::Dns { detail: text }
+            | Failure::Timeout { detail: text }
+            | Failure::ConnectionLost { detail: text }
+            | Failure::Network { detail: text }
+            | Failure::Tls { detail: text }
+            | Failure::Protocol { detail: text }
+            | Failure::LocalRead { detail: text }
+            | Failure::CannotScrub { detail: text } => *text = f(text),
+            Failure::Redirect { location: Some(text), .. } => *text = f(text),
+            Failure::TooLarge { .. }
+            | Failure::NoEndpoint { .. }
+            | Failure::Redirect { location: None, .. }
+            | Failure::RateLimited { .. } => {}
+        }
+    }
+}
+
+impl Verdict {
+    /// The failure inside, if any.
+    pub(crate) fn failure_mut(&mut self) -> Option<&mut Failure> {
+        match self {
+            Verdict::Accepted { .. } => None,
+            Verdict::Rejected(f) | Verdict::TargetRefused(f) => Some(f),
+            Verdict::Retry { failure, .. } | Verdict::RateLimited { failure, .. } => Some(failure),
         }
     }
 }
@@ -330,7 +376,7 @@ pub(crate) fn classify(protocol: Protocol, reply: &RawReply, now_ms: u64) -> (Ve
         404 | 405 | 410 => Verdict::TargetRefused(Failure::NoEndpoint { status }),
         408 => Verdict::Retry { failure: Failure::ServerError { status, detail }, retry_after: None },
         413 => Verdict::Rejected(Failure::TooLarge { status }),
-        400..=499 => Verdict::Rejected(Failure::ClientError { status, detail }),
+        _ if (400..500).contains(&status) => Verdict::Rejected(Failure::ClientError { status, detail }),
         500..=599 => Verdict::Retry {
             failure: Failure::ServerError { status, detail },
             retry_after: reply.retry_after.as_deref().map(|v| parse_retry_after(Some(v), now_ms)),

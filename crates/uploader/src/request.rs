@@ -49,18 +49,27 @@ fn annotation<'a>(annotations: &'a BTreeMap<String, String>, keys: &[&str]) -> O
     keys.iter().find_map(|k| annotations.get_key_value(*k)).map(|(k, v)| (k.as_str(), v.as_str()))
 }
 
-/// Builds the request for `metadata`'s report. `annotations` must already be
-/// scrubbed.
+/// What is sent about one report besides the dump's bytes.
+#[derive(Debug)]
+pub(crate) struct ReportData<'a> {
+    pub(crate) metadata: &'a Metadata,
+    /// Already scrubbed.
+    pub(crate) annotations: &'a BTreeMap<String, String>,
+    pub(crate) client_id: &'a uuid::Uuid,
+    /// The symbolicated report, if any.
+    pub(crate) report: Option<&'a Value>,
+    /// Length of the dump file.
+    pub(crate) dump_len: u64,
+}
+
+/// Builds the request for a report.
 pub(crate) fn build(
     target: &Target,
-    metadata: &Metadata,
-    annotations: &BTreeMap<String, String>,
-    client_id: &uuid::Uuid,
-    report: Option<&Value>,
-    dump_len: u64,
+    data: &ReportData<'_>,
     options: &UploadOptions,
     rng: &mut fastrand::Rng,
 ) -> Request {
+    let ReportData { metadata, annotations, client_id, report, dump_len } = *data;
     let file_name = format!("{}.dmp", metadata.id);
     match target {
         Target::Breakpad { flavor, .. } => {

@@ -22,7 +22,7 @@
 //!    scrubbed form (for `--token VALUE` the pair `--token\0VALUE`); a bare
 //!    value of at least [`MIN_BARE_VALUE_LEN`] bytes is also replaced on its
 //!    own, wherever it appears.
-//! 2. **Stream** ([`ScrubReader`]): the dump is read in 64 KiB chunks, the
+//! 2. **Stream** (`ScrubReader`): the dump is read in 64 KiB chunks, the
 //!    ranges are blanked and the replacements applied across chunk
 //!    boundaries (a window of the longest pattern is held back), so memory
 //!    does not grow with the dump.
@@ -436,8 +436,10 @@ pub(crate) struct ScrubReader<R> {
     inner: R,
     blank: Vec<Range<u64>>,
     replacements: Vec<Replacement>,
-    /// Indices into `replacements` by first byte.
-    by_first: Vec<Vec<usize>>,
+    /// One SIMD searcher per replacement pattern (memchr's `memmem`).
+    finders: Vec<memchr::memmem::Finder<'static>>,
+    /// Matches found: (start, replacement index), reused.
+    matches: Vec<(usize, usize)>,
     max_len: usize,
     buf: Vec<u8>,
     /// File offset of `buf[0]`.
@@ -453,18 +455,14 @@ pub(crate) struct ScrubReader<R> {
 
 impl<R: Read> ScrubReader<R> {
     pub(crate) fn new(inner: R, plan: &ScrubPlan) -> ScrubReader<R> {
-        let mut by_first = vec![Vec::new(); 256];
-        for (i, r) in plan.replacements.iter().enumerate() {
-            if let Some(&first) = r.pattern.first() {
-                by_first[usize::from(first)].push(i);
-            }
-        }
+        let finders = plan.replacements.iter().map(|r| memchr::memmem::Finder::new(&r.pattern).into_owned()).collect();
         let max_len = plan.replacements.iter().map(|r| r.pattern.len()).max().unwrap_or(0);
         ScrubReader {
             inner,
             blank: plan.blank.clone(),
             replacements: plan.replacements.clone(),
-            by_first,
+            finders,
+            matches: Vec::new(),
             max_len,
             buf: vec![0; CHUNK + 2 * max_len],
             base: 0,
@@ -502,19 +500,34 @@ impl<R: Read> ScrubReader<R> {
         // A match may start at i only if all of it is in the buffer (or the
         // input has ended), so hold back max_len - 1 bytes.
         let limit = if self.eof { self.end } else { self.end.saturating_sub(self.max_len.saturating_sub(1)) };
-        let mut i = self.ready;
-        while i < limit {
-            let candidates = &self.by_first[usize::from(self.buf[i])];
-            let data = &self.buf[i..self.end];
-            match candidates.iter().map(|&k| &self.replacements[k]).find(|r| data.starts_with(&r.pattern)) {
-                Some(r) => {
-                    let len = r.pattern.len();
-                    self.buf[i..i + len].copy_from_slice(&r.with);
-                    i += len;
+        // Every occurrence (overlapping ones too) of every pattern starting
+        // in ready..limit; then, leftmost first and longest first at one
+        // position, replace those that do not overlap an earlier one.
+        self.matches.clear();
+        for (k, finder) in self.finders.iter().enumerate() {
+            let mut from = self.ready;
+            while from < limit {
+                match finder.find(&self.buf[from..self.end]) {
+                    Some(at) if from + at < limit => {
+                        self.matches.push((from + at, k));
+                        from += at + 1;
+                    }
+                    _ => break,
                 }
-                None => i += 1,
             }
         }
+        // Replacements are sorted longest first, so a lower index wins a tie.
+        self.matches.sort_unstable();
+        let mut i = self.ready;
+        for &(start, k) in &self.matches {
+            if start < i {
+                continue;
+            }
+            let r = &self.replacements[k];
+            self.buf[start..start + r.pattern.len()].copy_from_slice(&r.with);
+            i = start + r.pattern.len();
+        }
+        let i = i.max(limit);
         self.ready = i.max(self.ready);
         Ok(())
     }
@@ -634,7 +647,7 @@ mod tests {
     #[test]
     fn reader_replaces_across_boundaries() {
         let plan = ScrubPlan {
-            blank: vec![2..4],
+            blank: std::iter::once(2..4).collect(),
             replacements: vec![
                 Replacement { pattern: b"--token\0abc".to_vec(), with: b"--token\0***".to_vec() },
                 Replacement { pattern: b"hunter2".to_vec(), with: b"*******".to_vec() },

@@ -40,7 +40,7 @@ fn hex_addr(v: Option<&Value>) -> Option<String> {
 
 /// The crashing thread of a symbolicated report: named by index, flagged
 /// `crashed`, or matching the crashing tid; else the first.
-fn crashing_thread<'a>(report: &'a Value, tid: Option<i32>) -> Option<&'a Value> {
+fn crashing_thread(report: &Value, tid: Option<i32>) -> Option<&Value> {
     let threads = report.get("threads")?.as_array()?;
     let index = ["crashing_thread", "crashing_thread_index"]
         .iter()

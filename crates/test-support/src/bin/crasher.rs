@@ -1,7 +1,7 @@
 //! A real crashing program for crashmon's tests.
 //!
 //! `crasher --crash KIND [--on main|thread|pthread] [--socket PATH] [--wait-stdin]
-//! [--reply-timeout-ms N] [--request-dump] [--no-handler]`: installs the crashmon handler
+//! [--reply-timeout-ms N] [--request-dump] [--no-handler] [--annotate K=V]...`: installs the crashmon handler
 //! (spawning `$CRASHMON_MONITOR` as sidecar, or connecting to the monitor at
 //! `--socket`), prints `ready pid=P tid=T monitor=M` on stdout, and crashes the
 //! requested way on the main thread, a `std::thread` or a raw `pthread_create`
@@ -43,6 +43,7 @@ fn main() {
     let mut on = "main".to_owned();
     let mut request_dump = false;
     let mut no_handler = false;
+    let mut annotations: Vec<(String, String)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -51,6 +52,11 @@ fn main() {
             "--wait-stdin" => wait_stdin = true,
             "--request-dump" => request_dump = true,
             "--no-handler" => no_handler = true,
+            "--annotate" => {
+                let kv = args.next().unwrap_or_default();
+                let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+                annotations.push((k.to_owned(), v.to_owned()));
+            }
             "--on" => on = args.next().unwrap_or_default(),
             "--reply-timeout-ms" => reply_timeout = args.next().and_then(|v| v.parse::<u64>().ok()),
             other => {
@@ -84,6 +90,17 @@ fn main() {
     };
     let tid = nix::unistd::gettid();
     mark("installed");
+    for (k, v) in &annotations {
+        // A value of "<remove>" removes the key again; "<big>" is 30 KiB.
+        let result = match v.as_str() {
+            "<remove>" => crashmon_handler::remove_annotation(k),
+            "<big>" => crashmon_handler::annotate(k, &"x".repeat(30 * 1024)),
+            _ => crashmon_handler::annotate(k, v),
+        };
+        if let Err(e) = result {
+            eprintln!("crasher: annotate {k}: {e}");
+        }
+    }
     println!("ready pid={} tid={} monitor={}", std::process::id(), tid, guard.monitor_pid());
     let _ = std::io::stdout().flush();
     if wait_stdin {
