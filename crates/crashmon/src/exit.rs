@@ -7,6 +7,8 @@
 //! | 2 | usage or configuration error (bad flag, unusable database directory, missing socket) |
 //! | 3 | bad input file (not a minidump, corrupt, unreadable) |
 //! | 4 | no such report in the database (or the id prefix is ambiguous) |
+//! | 5 | `upload`: some reports remain pending (retryable failure, not due, paused, busy, consent off) |
+//! | 6 | `upload`: the server rejected some reports for good (moved to failed/) |
 
 /// Success.
 pub const OK: u8 = 0;
@@ -18,6 +20,11 @@ pub const USAGE: u8 = 2;
 pub const BAD_INPUT: u8 = 3;
 /// No such report.
 pub const NO_SUCH_REPORT: u8 = 4;
+
+/// Some reports remain pending after `upload`.
+pub const PENDING: u8 = 5;
+/// The server rejected some reports for good.
+pub const REJECTED: u8 = 6;
 
 /// An error that carries the exit code it should end the process with.
 #[derive(Debug)]

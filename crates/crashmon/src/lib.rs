@@ -66,6 +66,10 @@ pub enum Command {
     Show(cmd::reports::ShowArgs),
     /// Symbolicate a minidump file and print its stack
     Symbolicate(cmd::symbolicate::Args),
+    /// Upload pending reports to a crash collector
+    Upload(cmd::upload::UploadArgs),
+    /// Enable, disable or show upload consent
+    Consent(cmd::upload::ConsentArgs),
     /// Internal: symbolicate a report in a resource-limited child process
     #[command(name = "__symbolicate-report", hide = true)]
     SymbolicateReport(postprocess::ChildArgs),
@@ -141,6 +145,8 @@ pub fn main_impl() -> ExitCode {
         Command::List(args) => cmd::reports::list(&ctx, args),
         Command::Show(args) => cmd::reports::show(&ctx, args),
         Command::Symbolicate(args) => cmd::symbolicate::run(&ctx, args),
+        Command::Upload(args) => cmd::upload::upload(&ctx, args),
+        Command::Consent(args) => cmd::upload::consent(&ctx, args),
         Command::SymbolicateReport(args) => postprocess::child_main(&ctx, args),
         Command::DemoApp(args) => cmd::demo::app_main(args),
         Command::Watchdog => cmd::monitor::watchdog_main(),

@@ -21,17 +21,20 @@ const CPU_LIMIT_SECS: u64 = 120;
 /// Wall-clock limit after which the child is killed.
 const WALL_LIMIT: Duration = Duration::from_secs(180);
 
-/// Runs `crashmon __symbolicate-report` for each new report.
+/// Runs `crashmon __symbolicate-report` for each new report, then uploads
+/// it if a target is configured.
 #[derive(Debug)]
 pub struct Symbolicate {
     exe: PathBuf,
+    upload: Option<(crashmon_uploader::Target, crashmon_uploader::UploadOptions)>,
 }
 
 impl Symbolicate {
-    /// Use the running `crashmon` executable as the child.
-    pub fn new() -> anyhow::Result<Self> {
+    /// Use the running `crashmon` executable as the child; upload to
+    /// `upload` afterwards when given.
+    pub fn new(upload: Option<(crashmon_uploader::Target, crashmon_uploader::UploadOptions)>) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the crashmon executable")?;
-        Ok(Symbolicate { exe })
+        Ok(Symbolicate { exe, upload })
     }
 
     fn run_child(&self, db: &Database, id: ReportId) -> Result<(), String> {
@@ -97,6 +100,14 @@ impl AfterCapture for Symbolicate {
                         tracing::warn!(report = %id, "cannot record the symbolication failure: {e}");
                     }
                 }
+            }
+        }
+        // The raw dump is uploadable even if symbolication failed.
+        if let Some((target, options)) = &self.upload {
+            match crashmon_uploader::upload_report(db, id, target, options, &crashmon_uploader::SystemClock) {
+                Ok(outcome) if outcome.is_success() => tracing::info!(report = %id, %target, "{outcome}"),
+                Ok(outcome) => tracing::warn!(report = %id, %target, "{outcome}"),
+                Err(e) => tracing::warn!(report = %id, %target, "upload: {e}"),
             }
         }
     }

@@ -28,6 +28,9 @@ pub struct Args {
     /// Print the report as JSON instead of text
     #[arg(long)]
     pub json: bool,
+    /// Upload the report (a URL or --dsn): the monitor sends it after filing it
+    #[command(flatten)]
+    pub target: crate::cmd::upload::TargetArgs,
 }
 
 /// Arguments of the hidden demo-app command.
@@ -36,6 +39,9 @@ pub struct AppArgs {
     /// Crash kind
     #[arg(long, value_parser = parse_kind)]
     pub crash: Kind,
+    /// Passed on to the monitor
+    #[command(flatten)]
+    pub target: crate::cmd::upload::TargetArgs,
 }
 
 /// How long the demo waits for each stage.
@@ -44,6 +50,7 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Run the demo app, wait for its report, print it.
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
+    let upload = args.target.resolve()?;
     let db_path = ctx.database_path()?;
     let db = Database::open_or_create(&db_path)
         .with_context(|| format!("cannot use the crash database {}", db_path.display()))
@@ -57,6 +64,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
         .arg("__demo-app")
         .arg("--crash")
         .arg(args.crash.name())
+        .args(args.target.to_args())
         .env(crashmon_database::DATABASE_ENV, &db_path)
         .env(crashmon_handler::MONITOR_ENV, &exe)
         .stdin(Stdio::null())
@@ -133,14 +141,38 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
         );
         return Ok(exit::FAILURE);
     }
+    if let Some((target, _)) = upload {
+        // The monitor uploads right after symbolicating.
+        let done = loop {
+            let e = db.find(&entry.id.to_string())?;
+            if e.state != crashmon_database::ReportState::Pending || e.metadata.upload.attempts > 0 {
+                break e;
+            }
+            if started.elapsed() > REPORT_TIMEOUT {
+                bail!("report {} was not uploaded within {}s", entry.id, REPORT_TIMEOUT.as_secs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        match (done.state, &done.metadata.upload.server_report_id) {
+            (crashmon_database::ReportState::Completed, id) => {
+                eprintln!("crashmon demo: uploaded to {target} (server id {})", id.as_deref().unwrap_or("-"))
+            }
+            (state, _) => {
+                let why = done.metadata.upload.last_error.clone().or(done.metadata.failure.clone()).unwrap_or_default();
+                eprintln!("crashmon demo: FAILED: the upload to {target} did not succeed (report is {state}): {why}");
+                return Ok(exit::FAILURE);
+            }
+        }
+    }
     eprintln!("\ncrashmon demo: OK (see it again with: crashmon show {})", &entry.id.to_string()[..8]);
     Ok(exit::OK)
 }
 
 /// The demo application process.
 pub fn app_main(args: AppArgs) -> anyhow::Result<u8> {
-    crashmon_demo::run(args.crash, crashmon_handler::HandlerConfig::default())
-        .context("cannot install the crash handler")?;
+    let mut config = crashmon_handler::HandlerConfig::default();
+    config.monitor = crashmon_handler::MonitorConnection::Spawn { exe: None, args: args.target.to_args() };
+    crashmon_demo::run(args.crash, config).context("cannot install the crash handler")?;
     eprintln!("crashmon demo app: the {} crash did not happen", args.crash.name());
     Ok(crashmon_demo::FAILED_TO_CRASH as u8)
 }

@@ -3,3 +3,4 @@ pub mod demo;
 pub mod monitor;
 pub mod reports;
 pub mod symbolicate;
+pub mod upload;

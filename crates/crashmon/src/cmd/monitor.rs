@@ -19,6 +19,9 @@ pub struct Args {
     /// Listen on this Unix socket path for many clients [default: $XDG_RUNTIME_DIR/crashmon/monitor.sock]
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Upload each report after it is filed
+    #[command(flatten)]
+    pub target: crate::cmd::upload::TargetArgs,
 }
 
 /// Default socket path of a shared monitor.
@@ -49,6 +52,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
         ),
         None => None,
     };
+    // Validate the target before anything touches the disk.
+    let upload =
+        args.target.resolve()?.map(|(target, explicit)| (target, crate::cmd::upload::options(explicit, 60, true)));
     let db_path = ctx.database_path()?;
     let db = Database::open_or_create(&db_path)
         .with_context(|| format!("cannot use the crash database {}", db_path.display()))
@@ -66,7 +72,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     let watchdog = Some(crashmon_monitor::watchdog::Watchdog::start(exe));
     let config = MonitorConfig {
         database: db,
-        after_capture: Some(Arc::new(crate::postprocess::Symbolicate::new()?)),
+        after_capture: Some(Arc::new(crate::postprocess::Symbolicate::new(upload)?)),
         max_clients: 1024,
         watchdog,
         fault: crashmon_monitor::Fault::from_env(),
