@@ -170,8 +170,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
 
 /// The demo application process.
 pub fn app_main(args: AppArgs) -> anyhow::Result<u8> {
-    let mut config = crashmon_handler::HandlerConfig::default();
-    config.monitor = crashmon_handler::MonitorConnection::Spawn { exe: None, args: args.target.to_args() };
+    let config = crashmon_handler::HandlerConfig {
+        monitor: crashmon_handler::MonitorConnection::Spawn { exe: None, args: args.target.to_args() },
+        ..Default::default()
+    };
     crashmon_demo::run(args.crash, config).context("cannot install the crash handler")?;
     eprintln!("crashmon demo app: the {} crash did not happen", args.crash.name());
     Ok(crashmon_demo::FAILED_TO_CRASH as u8)
