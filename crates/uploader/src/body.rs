@@ -88,20 +88,31 @@ impl Body {
         if self.gzip { encoder(chain) } else { Box::new(chain) }
     }
 
-    /// The exact number of bytes [`open`](Self::open) yields.
-    pub(crate) fn len(&self, dump: &DumpSource<'_>) -> io::Result<u64> {
+    /// The body ready to send: its exact length and a reader that yields
+    /// exactly that many bytes.
+    ///
+    /// Uncompressed, the length is the sum of the parts and the dump streams
+    /// from disk. Compressed, the body is gzipped once into an anonymous
+    /// temporary file (memory stays bounded; the length cannot be known
+    /// otherwise, and compressing twice is not guaranteed to give the same
+    /// bytes), and that file is sent.
+    pub(crate) fn prepare<'a>(&'a self, dump: &'a DumpSource<'a>) -> io::Result<(u64, Box<dyn Read + 'a>)> {
         let compressed = self.gzip || self.segments.iter().any(|s| matches!(s, Segment::Dump { gzip: true }));
         if compressed {
-            return io::copy(&mut self.open(dump), &mut io::sink());
+            let mut spool = tempfile::tempfile()?;
+            let len = io::copy(&mut self.open(dump), &mut spool)?;
+            io::Seek::seek(&mut spool, io::SeekFrom::Start(0))?;
+            return Ok((len, Box::new(io::BufReader::new(spool))));
         }
-        Ok(self
+        let len = self
             .segments
             .iter()
             .map(|s| match s {
                 Segment::Bytes(bytes) => bytes.len() as u64,
                 Segment::Dump { .. } => dump.len,
             })
-            .sum())
+            .sum();
+        Ok((len, self.open(dump)))
     }
 
     /// The in-memory bytes of the body (for tests and logs).
@@ -263,6 +274,13 @@ mod tests {
         (dir, file)
     }
 
+    fn prepared(body: &Body, dump: &DumpSource<'_>) -> (u64, Vec<u8>) {
+        let (len, mut reader) = body.prepare(dump).unwrap();
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).unwrap();
+        (len, out)
+    }
+
     fn read(body: &Body, dump: &DumpSource<'_>) -> Vec<u8> {
         let mut out = Vec::new();
         body.open(dump).read_to_end(&mut out).unwrap();
@@ -280,7 +298,7 @@ mod tests {
         form.dump("upload_file_minidump", "id.dmp", false);
         let body = form.finish(false);
         let bytes = read(&body, &dump);
-        assert_eq!(body.len(&dump).unwrap(), bytes.len() as u64);
+        assert_eq!(prepared(&body, &dump), (bytes.len() as u64, bytes.clone()));
         let text = String::from_utf8(bytes).unwrap();
         let boundary = body.content_type.strip_prefix("multipart/form-data; boundary=").unwrap();
         assert_eq!(
@@ -305,8 +323,8 @@ mod tests {
         let mut form = Multipart::new(&mut fastrand::Rng::with_seed(2));
         form.dump("upload_file_minidump", "x.dmp", false);
         let body = form.finish(true);
-        let bytes = read(&body, &dump);
-        assert_eq!(body.len(&dump).unwrap(), bytes.len() as u64);
+        let (len, bytes) = prepared(&body, &dump);
+        assert_eq!(len, bytes.len() as u64, "the announced length is the length sent");
         assert!(bytes.len() < content.len() / 2);
         let mut plain = Vec::new();
         flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut plain).unwrap();

@@ -93,7 +93,7 @@ pub(crate) fn send(
     dump: &DumpSource<'_>,
     max_reply_bytes: usize,
 ) -> Result<RawReply, Failure> {
-    let len = request.body.len(dump).map_err(|e| io_failure(&e, target))?;
+    let (len, mut reader) = request.body.prepare(dump).map_err(|e| io_failure(&e, target))?;
     let mut builder = agent
         .post(&request.url)
         .header("Content-Type", request.body.content_type.as_str())
@@ -104,7 +104,6 @@ pub(crate) fn send(
     for (name, value) in &request.headers {
         builder = builder.header(*name, value.as_str());
     }
-    let mut reader = request.body.open(dump);
     let mut response = builder.send(SendBody::from_reader(&mut reader)).map_err(|e| failure(e, target))?;
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let mut reply = RawReply {
