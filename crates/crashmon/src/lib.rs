@@ -76,9 +76,6 @@ pub enum Command {
     /// Internal: the demo application
     #[command(name = "__demo-app", hide = true)]
     DemoApp(cmd::demo::AppArgs),
-    /// Internal: resumes an app stopped mid-dump if the monitor dies
-    #[command(name = "__watchdog", hide = true)]
-    Watchdog,
 }
 
 /// Global context handed to every subcommand.
@@ -149,7 +146,6 @@ pub fn main_impl() -> ExitCode {
         Command::Consent(args) => cmd::upload::consent(&ctx, args),
         Command::SymbolicateReport(args) => postprocess::child_main(&ctx, args),
         Command::DemoApp(args) => cmd::demo::app_main(args),
-        Command::Watchdog => cmd::monitor::watchdog_main(),
     };
     match result {
         Ok(code) => ExitCode::from(code),

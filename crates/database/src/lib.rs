@@ -473,20 +473,43 @@ impl Database {
     /// visible; the dump stays in `new/` until [`sweep_new`](Self::sweep_new).
     pub fn commit_dump(&self, dump: NewDump, metadata: &Metadata) -> Result<ReportId, DbError> {
         let NewDump { id, file, .. } = dump;
-        let new_path = self.file(ReportState::New, id, FileKind::Dump);
-        file.sync_all().map_err(io_err("sync", &new_path))?;
-        let size = file.metadata().map_err(io_err("inspect", &new_path))?.len();
         // Keep `file` open (and locked) until the dump has left new/.
-
+        let new_path = self.file(ReportState::New, id, FileKind::Dump);
+        let size = file.metadata().map_err(io_err("inspect", &new_path))?.len();
         let metadata = Metadata { id, dump_size: Some(size), ..metadata.clone() };
         let json_path = self.file(ReportState::Pending, id, FileKind::Metadata);
-        self.write_atomic(&json_path, &to_json(&metadata, &json_path)?, true)?;
-        let dump_path = self.file(ReportState::Pending, id, FileKind::Dump);
-        if let Err(e) = fs::rename(&new_path, &dump_path) {
-            let _ = fs::remove_file(&json_path);
-            return Err(io_err("move into place", &dump_path)(e));
+        let json = to_json(&metadata, &json_path)?;
+
+        // Both files must be durable before either becomes visible. Their
+        // fsyncs run concurrently, so the filesystem can fold them into one
+        // journal commit: this is on the crashed app's critical path.
+        let tmp = self.dir(ReportState::New).join(format!("{id}.json.tmp"));
+        let written = std::thread::scope(|scope| {
+            let json_sync = scope.spawn(|| -> Result<(), DbError> {
+                let mut f = create_file(&tmp)?;
+                f.write_all(&json).and_then(|()| f.sync_all()).map_err(io_err("write", &tmp))
+            });
+            let dump_sync = file.sync_all().map_err(io_err("sync", &new_path));
+            let json_sync = json_sync.join().unwrap_or_else(|_| {
+                Err(DbError::Io { op: "write", path: tmp.clone(), source: io::Error::other("writer thread panicked") })
+            });
+            dump_sync.and(json_sync)
+        });
+        let published = written.and_then(|()| {
+            // Metadata first: a visible .dmp always has its .json.
+            fs::rename(&tmp, &json_path).map_err(io_err("move into place", &json_path))?;
+            let dump_path = self.file(ReportState::Pending, id, FileKind::Dump);
+            if let Err(e) = fs::rename(&new_path, &dump_path) {
+                let _ = fs::remove_file(&json_path);
+                return Err(io_err("move into place", &dump_path)(e));
+            }
+            // One directory sync makes both renames durable.
+            sync_dir(&self.dir(ReportState::Pending))
+        });
+        if published.is_err() {
+            let _ = fs::remove_file(&tmp);
         }
-        sync_dir(&self.dir(ReportState::Pending))?;
+        published?;
         tracing::info!(%id, size, "crash report committed");
         drop(file);
         Ok(id)

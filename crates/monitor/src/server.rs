@@ -416,14 +416,21 @@ impl<'a> Connection<'a> {
         let result = db.begin_dump().map_err(|e| e.to_string()).and_then(|mut new| {
             metadata.id = new.id;
             let context = (req.kind == proto::CrashKind::Signal).then_some(req.context);
+            let t0 = std::time::Instant::now();
             if let Some(w) = &self.config.watchdog {
                 w.begin(pid);
             }
+            let t1 = std::time::Instant::now();
             inject(self.config, Fault::DieMidDump, pid);
             let captured = capture::write_minidump(pid, tid, context, &mut new.file);
             if let Some(w) = &self.config.watchdog {
                 w.end(pid);
             }
+            tracing::debug!(
+                watchdog_us = (t1 - t0).as_micros() as u64,
+                write_us = t1.elapsed().as_micros() as u64,
+                "captured"
+            );
             match captured {
                 Ok(c) => {
                     metadata.dump_size = Some(c.size);
@@ -453,6 +460,7 @@ impl<'a> Connection<'a> {
                     request_id: req.request_id,
                     report_id: *id.as_uuid().as_bytes(),
                 }));
+                tracing::debug!(pid, "replied");
                 if let Some(hook) = &self.config.after_capture {
                     hook.after_capture(db, id);
                 }

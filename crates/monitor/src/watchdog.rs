@@ -5,60 +5,41 @@
 //! monitor is killed while the target is stopped, the kernel detaches the
 //! ptrace attachments but the group stop remains, and the app — which would
 //! otherwise give up on the monitor after its reply timeout — can never run
-//! again. The watchdog is a separate small process (`crashmon __watchdog`)
-//! reading a pipe from the monitor: `+PID` before a dump, `-PID` after. When
-//! the pipe reaches end-of-file (the monitor is gone, however it died) it
-//! sends SIGCONT to every pid still in progress; the app then sees its
-//! connection closed and dies by its own signal.
+//! again. The watchdog is a small process forked from the monitor at start-up
+//! (before the monitor has any other thread) that reads a pipe: `+PID` before
+//! a dump, `-PID` after. When the pipe reaches end-of-file (the monitor is
+//! gone, however it died) it sends SIGCONT to every pid still in progress;
+//! the app then sees its connection closed and dies by its own signal.
+//!
+//! The child runs only raw system calls and the allocation-free [`Tracker`].
 
-use std::collections::BTreeSet;
-use std::io::{BufRead, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-
-/// The monitor's side: a handle on the watchdog process, started in the
-/// background so that starting it costs the app nothing; the first dump
-/// waits for it if it is not up yet.
+/// The monitor's side: the write end of the watchdog's pipe.
 #[derive(Debug)]
 pub struct Watchdog {
-    process: std::sync::OnceLock<Option<Process>>,
-}
-
-#[derive(Debug)]
-struct Process {
-    pipe: Mutex<Option<ChildStdin>>,
-    child: Mutex<Child>,
+    pipe: Mutex<std::fs::File>,
+    pid: i32,
 }
 
 impl Watchdog {
-    /// Start `exe __watchdog` on a background thread.
-    pub fn start(exe: std::path::PathBuf) -> std::sync::Arc<Watchdog> {
-        let w = std::sync::Arc::new(Watchdog { process: std::sync::OnceLock::new() });
-        let setter = std::sync::Arc::clone(&w);
-        let spawned = std::thread::Builder::new().name("crashmon-watchdog-start".into()).spawn(move || {
-            let process = match Process::spawn(&exe) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    tracing::warn!(
-                        "cannot start the dump watchdog ({e}); a monitor crash mid-dump could leave an app stopped"
-                    );
-                    None
-                }
-            };
-            let _ = setter.process.set(process);
-        });
-        if spawned.is_err() {
-            let _ = w.process.set(None);
-        }
-        w
+    /// Fork the watchdog. Call this before the process starts any thread.
+    pub fn fork() -> std::io::Result<Watchdog> {
+        let (pipe, pid): (OwnedFd, i32) = crate::sys::fork_watchdog()?;
+        Ok(Watchdog { pipe: Mutex::new(std::fs::File::from(pipe)), pid })
+    }
+
+    /// The watchdog's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
     }
 
     fn send(&self, line: &str) {
-        if let Some(p) = self.process.wait() {
-            p.send(line);
+        let mut pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = pipe.write_all(line.as_bytes()) {
+            tracing::warn!("dump watchdog unreachable: {e}");
         }
     }
 
@@ -73,64 +54,73 @@ impl Watchdog {
     }
 }
 
-impl Process {
-    /// Start `exe __watchdog` with a pipe on its stdin.
-    fn spawn(exe: &std::path::Path) -> std::io::Result<Process> {
-        use std::os::unix::process::CommandExt;
-        let mut child = Command::new(exe)
-            .arg("__watchdog")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            // Not in the monitor's process group: a signal to the group must
-            // not take the watchdog with it.
-            .process_group(0)
-            .spawn()?;
-        let pipe = child.stdin.take().ok_or_else(|| std::io::Error::other("watchdog has no stdin"))?;
-        Ok(Process { pipe: Mutex::new(Some(pipe)), child: Mutex::new(child) })
-    }
+/// Most dumps in progress at once that the watchdog tracks.
+pub const MAX_IN_PROGRESS: usize = 256;
 
-    fn send(&self, line: &str) {
-        let mut pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = pipe.as_mut()
-            && let Err(e) = p.write_all(line.as_bytes()).and_then(|()| p.flush())
-        {
-            tracing::warn!("dump watchdog unreachable: {e}");
+/// The watchdog's state: pids being dumped, parsed from the pipe's bytes.
+/// Fixed-size, no allocation (it runs in a forked child).
+#[derive(Debug)]
+pub struct Tracker {
+    pids: [i32; MAX_IN_PROGRESS],
+    line: [u8; 16],
+    line_len: usize,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker { pids: [0; MAX_IN_PROGRESS], line: [0; 16], line_len: 0 }
+    }
+}
+
+impl Tracker {
+    /// Feed bytes read from the pipe.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                self.apply_line();
+                self.line_len = 0;
+            } else if self.line_len < self.line.len() {
+                self.line[self.line_len] = b;
+                self.line_len += 1;
+            }
         }
     }
-}
 
-impl Drop for Process {
-    fn drop(&mut self) {
-        // Closing the pipe ends the watchdog (nothing is in progress when the
-        // monitor shuts down cleanly); then reap it.
-        drop(self.pipe.get_mut().unwrap_or_else(|e| e.into_inner()).take());
-        let _ = self.child.get_mut().unwrap_or_else(|e| e.into_inner()).wait();
-    }
-}
-
-/// The watchdog process: read `+PID`/`-PID` lines until EOF, then resume
-/// every pid still marked in progress. Returns the pids it resumed.
-pub fn run_watchdog(input: impl BufRead) -> Vec<i32> {
-    let mut in_progress = BTreeSet::new();
-    for line in input.lines() {
-        let Ok(line) = line else { break };
-        let (sign, pid) = line.split_at(line.len().min(1));
-        match (sign, pid.trim().parse::<i32>()) {
-            ("+", Ok(pid)) if pid > 0 => {
-                in_progress.insert(pid);
+    fn apply_line(&mut self) {
+        let line = &self.line[..self.line_len];
+        let Some((&sign, digits)) = line.split_first() else { return };
+        let mut pid: i32 = 0;
+        for &d in digits {
+            if !d.is_ascii_digit() {
+                return;
             }
-            ("-", Ok(pid)) => {
-                in_progress.remove(&pid);
+            pid = match pid.checked_mul(10).and_then(|p| p.checked_add(i32::from(d - b'0'))) {
+                Some(p) => p,
+                None => return,
+            };
+        }
+        if pid <= 0 {
+            return;
+        }
+        match sign {
+            b'+' => {
+                if let Some(slot) = self.pids.iter_mut().find(|p| **p == 0) {
+                    *slot = pid;
+                }
+            }
+            b'-' => {
+                if let Some(slot) = self.pids.iter_mut().find(|p| **p == pid) {
+                    *slot = 0;
+                }
             }
             _ => {}
         }
     }
-    for &pid in &in_progress {
-        // The app is stopped mid-dump; let it run so its handler can see the
-        // monitor is gone and re-raise its signal.
-        let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+
+    /// The pids still in progress.
+    pub fn in_progress(&self) -> impl Iterator<Item = i32> + '_ {
+        self.pids.iter().copied().filter(|&p| p != 0)
     }
-    in_progress.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -138,9 +128,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resumes_only_unfinished_pids() {
-        // Use pids that cannot exist so kill() is harmless.
-        let input = "+999999901\n+999999902\n-999999901\ngarbage\n+-3\n";
-        assert_eq!(run_watchdog(input.as_bytes()), vec![999_999_902]);
+    fn tracks_begin_and_end_across_partial_reads() {
+        let mut t = Tracker::default();
+        t.feed(b"+101\n+10");
+        t.feed(b"2\n-101\ngarbage\n+-3\n+99999999999999\n\n-\n");
+        assert_eq!(t.in_progress().collect::<Vec<_>>(), vec![102]);
+        t.feed(b"-102\n");
+        assert_eq!(t.in_progress().count(), 0);
+    }
+
+    #[test]
+    fn a_real_forked_watchdog_resumes_a_stopped_process_when_the_pipe_closes() {
+        // A victim we stop, as minidump-writer would. Killed on every exit
+        // path (SIGKILL works on a stopped process too).
+        struct Victim(std::process::Child);
+        impl Drop for Victim {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let victim = Victim(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let vpid = victim.0.id() as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(vpid), nix::sys::signal::Signal::SIGSTOP).unwrap();
+        let state = || {
+            std::fs::read_to_string(format!("/proc/{vpid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next().map(str::to_owned)))
+        };
+        let until = |want: &str| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if state().as_deref() == Some(want) {
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            false
+        };
+        assert!(until("T"), "victim stopped");
+        let w = Watchdog::fork().unwrap();
+        let wpid = w.pid();
+        w.begin(vpid);
+        // The monitor "dies": its end of the pipe closes.
+        drop(w);
+        assert!(until("S"), "the watchdog resumed the victim (state {:?})", state());
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(wpid), None);
     }
 }

@@ -31,18 +31,17 @@ pub fn default_socket() -> Option<PathBuf> {
         .map(|d| PathBuf::from(d).join("crashmon/monitor.sock"))
 }
 
-/// The hidden `__watchdog` process (see `crashmon_monitor::watchdog`).
-pub fn watchdog_main() -> anyhow::Result<u8> {
-    // Its own session's signals are not ours to die of; only EOF ends it.
-    let resumed = crashmon_monitor::watchdog::run_watchdog(std::io::stdin().lock());
-    for pid in resumed {
-        tracing::warn!(pid, "the monitor died mid-dump; resumed the stopped app");
-    }
-    Ok(exit::OK)
-}
-
 /// Run the monitor until its client leaves (sidecar) or forever (socket).
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
+    tracing::debug!("monitor starting");
+    // The watchdog is forked while this process still has one thread.
+    let watchdog = match crashmon_monitor::watchdog::Watchdog::fork() {
+        Ok(w) => Some(Arc::new(w)),
+        Err(e) => {
+            tracing::warn!("cannot start the dump watchdog ({e}); a monitor crash mid-dump could leave an app stopped");
+            None
+        }
+    };
     // Take the inherited fd before anything else could open (and reuse) fds.
     let client = match args.client_fd {
         Some(n) => Some(
@@ -60,16 +59,6 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
         .with_context(|| format!("cannot use the crash database {}", db_path.display()))
         .code(exit::USAGE)?;
     let db = Arc::new(db);
-    // Partial dumps of monitors that died (their writer's lock is gone).
-    // In the background: the app is waiting for our hello.
-    let sweeper = Arc::clone(&db);
-    let _ = std::thread::Builder::new().name("crashmon-sweep".into()).spawn(move || {
-        if let Err(e) = sweeper.sweep_new() {
-            tracing::warn!("cannot sweep partial dumps: {e}");
-        }
-    });
-    let exe = std::env::current_exe().context("cannot find the crashmon executable")?;
-    let watchdog = Some(crashmon_monitor::watchdog::Watchdog::start(exe));
     let config = MonitorConfig {
         database: db,
         after_capture: Some(Arc::new(crate::postprocess::Symbolicate::new(upload)?)),
@@ -77,9 +66,17 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
         watchdog,
         fault: crashmon_monitor::Fault::from_env(),
     };
+    // Partial dumps of monitors that died (their writer's lock is gone).
+    let sweep = |db: &Database| {
+        if let Err(e) = db.sweep_new() {
+            tracing::warn!("cannot sweep partial dumps: {e}");
+        }
+    };
     match client {
         Some(fd) => {
+            // Serve the app first (it may be crashing right now), sweep after.
             crashmon_monitor::serve_client(&config, fd).code(exit::USAGE)?;
+            sweep(&config.database);
         }
         None => {
             let path = args
@@ -87,6 +84,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
                 .or_else(default_socket)
                 .ok_or_else(|| anyhow::anyhow!("no socket path: pass --socket or set XDG_RUNTIME_DIR"))
                 .code(exit::USAGE)?;
+            sweep(&config.database);
             crashmon_monitor::serve_socket(&config, &path).code(exit::USAGE)?;
         }
     }
