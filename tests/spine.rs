@@ -180,3 +180,37 @@ fn app_dies_within_timeout_when_monitor_is_stopped() {
     assert!(started.elapsed() >= Duration::from_millis(450), "it did wait for the monitor first");
     let _ = nix::sys::signal::kill(monitor, nix::sys::signal::Signal::SIGKILL);
 }
+
+/// `crashmon list --group`: reports grouped by crash signature, with counts.
+#[test]
+fn list_groups_reports_by_signature() {
+    let db = tempfile::tempdir().unwrap();
+    for kind in ["segv", "segv", "abort"] {
+        let (mut child, _) = crasher(db.path(), &["--crash", kind]);
+        wait_timeout(&mut child, Duration::from_secs(10)).expect("crasher died");
+    }
+    // Wait until all three are symbolicated.
+    wait_for(Duration::from_secs(90), || {
+        let n = std::fs::read_dir(db.path().join("pending"))
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".report.json"))
+            .count();
+        (n == 3).then_some(())
+    })
+    .expect("three symbolicated reports");
+    let out = Command::new(bin("crashmon"))
+        .args(["list", "--group", "--json"])
+        .env("CRASHMON_DATABASE", db.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups = doc["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{doc:#}");
+    assert_eq!(groups[0]["count"], 2);
+    assert!(groups[0]["signature"].as_str().unwrap().contains("crashmon_demo::trigger::segv"), "{doc:#}");
+    assert_eq!(groups[1]["count"], 1);
+    assert!(groups[1]["signature"].as_str().unwrap().contains("crashmon_demo::trigger::abort"), "{doc:#}");
+    assert!(groups[0]["first_seen_ms"].as_u64() <= groups[0]["last_seen_ms"].as_u64());
+}

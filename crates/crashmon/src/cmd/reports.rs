@@ -17,6 +17,52 @@ pub struct ListArgs {
     /// Print JSON (see docs/json-schema.md)
     #[arg(long)]
     pub json: bool,
+    /// One line per crash signature, with how many reports and when first and last seen
+    #[arg(long)]
+    pub group: bool,
+}
+
+/// Reports sharing a crash signature.
+#[derive(Serialize)]
+struct Group {
+    signature: String,
+    count: usize,
+    first_seen_ms: u64,
+    last_seen_ms: u64,
+    ids: Vec<String>,
+}
+
+/// The signature a report is grouped under: its symbolicated signature, or
+/// what is known without one.
+fn group_key(e: &Entry, r: Option<&Report>) -> String {
+    match (r, &e.metadata.failure) {
+        (Some(r), _) => r.signature.clone(),
+        (None, Some(_)) => "(no dump)".into(),
+        (None, None) => "(not symbolicated)".into(),
+    }
+}
+
+fn groups(entries: &[Entry], reports: &[Option<Report>]) -> Vec<Group> {
+    let mut map: std::collections::BTreeMap<String, Group> = std::collections::BTreeMap::new();
+    for (e, r) in entries.iter().zip(reports) {
+        let key = group_key(e, r.as_ref());
+        let at = e.metadata.captured_at_ms;
+        let g = map.entry(key.clone()).or_insert_with(|| Group {
+            signature: key,
+            count: 0,
+            first_seen_ms: at,
+            last_seen_ms: at,
+            ids: Vec::new(),
+        });
+        g.count += 1;
+        g.first_seen_ms = g.first_seen_ms.min(at);
+        g.last_seen_ms = g.last_seen_ms.max(at);
+        g.ids.push(e.id.to_string());
+    }
+    let mut v: Vec<Group> = map.into_values().collect();
+    // Most frequent first, then most recent.
+    v.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_seen_ms.cmp(&a.last_seen_ms)));
+    v
 }
 
 /// `crashmon show` arguments.
@@ -61,6 +107,27 @@ pub fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<u8> {
     let db = open(ctx)?;
     let entries = db.list().code(exit::FAILURE)?;
     let reports: Vec<Option<Report>> = entries.iter().map(load_report).collect();
+    if args.group {
+        let groups = groups(&entries, &reports);
+        if args.json {
+            let doc = serde_json::json!({ "schema_version": JSON_SCHEMA_VERSION, "groups": groups });
+            crate::print_out(&(serde_json::to_string_pretty(&doc)? + "\n"))?;
+            return Ok(exit::OK);
+        }
+        let mut out =
+            format!("{:>5}  {:<19}  {:<19}  {}\n", "COUNT", "FIRST SEEN (UTC)", "LAST SEEN (UTC)", "SIGNATURE");
+        for g in &groups {
+            out.push_str(&format!(
+                "{:>5}  {:<19}  {:<19}  {}\n",
+                g.count,
+                format_time(g.first_seen_ms),
+                format_time(g.last_seen_ms),
+                g.signature
+            ));
+        }
+        crate::print_out(&out)?;
+        return Ok(exit::OK);
+    }
     if args.json {
         let items: Vec<ListItem<'_>> = entries
             .iter()
