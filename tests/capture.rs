@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crashmon_test_support::{bin, death_signal, wait_for, wait_timeout};
+use crashmon_test_support::{bin, death_signal, files_with_ext, one_pending_dump, wait_for, wait_timeout};
 use minidump::{Minidump, MinidumpException, MinidumpMemoryList, MinidumpSystemInfo, MinidumpThreadList};
 
 struct Outcome {
@@ -44,19 +44,11 @@ fn run(kind: &str, on: &str, extra: &[&str]) -> Outcome {
 }
 
 fn dumps(db: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(db.join("pending"))
-        .map(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "dmp")).collect()
-        })
-        .unwrap_or_default()
+    files_with_ext(&db.join("pending"), "dmp")
 }
 
 fn one_dump(db: &Path) -> PathBuf {
-    wait_for(Duration::from_secs(5), || {
-        let d = dumps(db);
-        (d.len() == 1).then(|| d[0].clone())
-    })
-    .unwrap_or_else(|| panic!("exactly one dump in pending/, found {:?}", dumps(db)))
+    one_pending_dump(db, Duration::from_secs(5))
 }
 
 fn metadata(dump: &Path) -> serde_json::Value {

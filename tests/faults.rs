@@ -2,11 +2,11 @@
 //! still dies by its own signal, nothing unparseable reaches pending/, a
 //! published dump survives, and partial files are swept at the next start.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crashmon_test_support::{bin, death_signal, read_ready, wait_for, wait_timeout};
+use crashmon_test_support::{bin, death_signal, files_with_ext, read_ready, wait_for, wait_timeout};
 
 /// Run the crasher (segv) with the sidecar monitor; `fault` is injected into
 /// the monitor. Returns how long the app took to die.
@@ -28,16 +28,6 @@ fn crash(db: &Path, fault: Option<&str>) -> Duration {
     started.elapsed()
 }
 
-fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == ext)).collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 fn assert_parses(dump: &Path) {
     let md = minidump::Minidump::read_path(dump).expect("dump parses");
     let _: minidump::MinidumpException<'_> = md.get_stream().expect("exception stream");
@@ -51,7 +41,7 @@ fn assert_parses(dump: &Path) {
 fn next_crash_sweeps_and_works(db: &Path, pending_before: usize) {
     crash(db, None);
     let pending = wait_for(Duration::from_secs(5), || {
-        let p = files(&db.join("pending"), "dmp");
+        let p = files_with_ext(&db.join("pending"), "dmp");
         (p.len() == pending_before + 1).then_some(p)
     })
     .expect("the next crash is dumped");
@@ -59,7 +49,7 @@ fn next_crash_sweeps_and_works(db: &Path, pending_before: usize) {
         assert_parses(p);
     }
     // A sidecar sweeps once its app is served (after symbolication).
-    wait_for(Duration::from_secs(60), || files(&db.join("new"), "dmp").is_empty().then_some(()))
+    wait_for(Duration::from_secs(60), || files_with_ext(&db.join("new"), "dmp").is_empty().then_some(()))
         .expect("partial dump swept from new/");
 }
 
@@ -69,8 +59,8 @@ fn monitor_dies_mid_dump() {
     let db = tempfile::tempdir().unwrap();
     let took = crash(db.path(), Some("die-mid-dump"));
     assert!(took < Duration::from_secs(15), "{took:?}");
-    assert!(files(&db.path().join("pending"), "dmp").is_empty(), "no dump published");
-    assert_eq!(files(&db.path().join("new"), "dmp").len(), 1, "the partial dump is left in new/");
+    assert!(files_with_ext(&db.path().join("pending"), "dmp").is_empty(), "no dump published");
+    assert_eq!(files_with_ext(&db.path().join("new"), "dmp").len(), 1, "the partial dump is left in new/");
     next_crash_sweeps_and_works(db.path(), 0);
 }
 
@@ -79,8 +69,8 @@ fn monitor_dies_mid_dump() {
 fn monitor_dies_before_publish() {
     let db = tempfile::tempdir().unwrap();
     crash(db.path(), Some("die-before-publish"));
-    assert!(files(&db.path().join("pending"), "dmp").is_empty(), "nothing unpublished in pending/");
-    assert!(files(&db.path().join("pending"), "json").is_empty());
+    assert!(files_with_ext(&db.path().join("pending"), "dmp").is_empty(), "nothing unpublished in pending/");
+    assert!(files_with_ext(&db.path().join("pending"), "json").is_empty());
     next_crash_sweeps_and_works(db.path(), 0);
 }
 
@@ -91,7 +81,7 @@ fn monitor_dies_before_reply() {
     let db = tempfile::tempdir().unwrap();
     let took = crash(db.path(), Some("die-before-reply"));
     assert!(took < Duration::from_secs(5), "the app noticed the monitor's death: {took:?}");
-    let pending = files(&db.path().join("pending"), "dmp");
+    let pending = files_with_ext(&db.path().join("pending"), "dmp");
     assert_eq!(pending.len(), 1, "the published dump survives");
     assert_parses(&pending[0]);
     next_crash_sweeps_and_works(db.path(), 1);

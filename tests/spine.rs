@@ -27,15 +27,7 @@ fn crasher(db: &Path, args: &[&str]) -> (Child, Ready) {
 
 /// The single `.dmp` in `pending/`, waiting up to 5 s.
 fn pending_dump(db: &Path) -> PathBuf {
-    wait_for(Duration::from_secs(5), || {
-        let dumps: Vec<PathBuf> = std::fs::read_dir(db.join("pending"))
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "dmp"))
-            .collect();
-        (dumps.len() == 1).then(|| dumps[0].clone())
-    })
-    .expect("exactly one dump in pending/ within 5 s")
+    crashmon_test_support::one_pending_dump(db, Duration::from_secs(5))
 }
 
 fn assert_segv_dump(dump: &Path, ready: Ready) {

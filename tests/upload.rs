@@ -29,9 +29,7 @@ fn crash(db: &std::path::Path, upload_env: &[&str]) -> i32 {
 }
 
 fn state_files(db: &std::path::Path, state: &str) -> usize {
-    std::fs::read_dir(db.join(state))
-        .map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "dmp")).count())
-        .unwrap_or(0)
+    crashmon_test_support::files_with_ext(&db.join(state), "dmp").len()
 }
 
 #[test]

@@ -127,3 +127,24 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The files directly in `dir` whose extension is `ext` (e.g. `"dmp"`),
+/// sorted; empty if `dir` does not exist.
+pub fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == ext)).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The single `.dmp` in `<db>/pending`, waiting up to `timeout`; panics with
+/// what is there otherwise.
+pub fn one_pending_dump(db: &Path, timeout: Duration) -> PathBuf {
+    let pending = db.join("pending");
+    wait_for(timeout, || {
+        let d = files_with_ext(&pending, "dmp");
+        (d.len() == 1).then(|| d[0].clone())
+    })
+    .unwrap_or_else(|| panic!("exactly one dump in pending/, found {:?}", files_with_ext(&pending, "dmp")))
+}
