@@ -70,6 +70,8 @@ pub enum Command {
     Upload(cmd::upload::UploadArgs),
     /// Enable, disable or show upload consent
     Consent(cmd::upload::ConsentArgs),
+    /// Run a program with the crash handler preloaded (no code changes)
+    Run(cmd::run::RunArgs),
     /// Internal: symbolicate a report in a resource-limited child process
     #[command(name = "__symbolicate-report", hide = true)]
     SymbolicateReport(postprocess::ChildArgs),
@@ -144,6 +146,7 @@ pub fn main_impl() -> ExitCode {
         Command::Symbolicate(args) => cmd::symbolicate::run(&ctx, args),
         Command::Upload(args) => cmd::upload::upload(&ctx, args),
         Command::Consent(args) => cmd::upload::consent(&ctx, args),
+        Command::Run(args) => cmd::run::run(&ctx, args),
         Command::SymbolicateReport(args) => postprocess::child_main(&ctx, args),
         Command::DemoApp(args) => cmd::demo::app_main(args),
     };

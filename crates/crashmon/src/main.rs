@@ -1,4 +1,4 @@
 //! The `crashmon` command. All logic lives in the library.
 fn main() -> std::process::ExitCode {
-    crashmon::main_impl()
+    crashmon_cli::main_impl()
 }

@@ -2,5 +2,6 @@
 pub mod demo;
 pub mod monitor;
 pub mod reports;
+pub mod run;
 pub mod symbolicate;
 pub mod upload;

@@ -1,0 +1,49 @@
+/* crashmon C API: crash reporting for C and C++ programs.
+ *
+ * Link with -lcrashmon (libcrashmon.so or libcrashmon.a, built by
+ * `cargo build --release -p crashmon-capi`). The `crashmon` executable must be
+ * findable: $CRASHMON_MONITOR, next to your executable, or on PATH.
+ *
+ * All functions return 0 on success and a negative code on failure; a
+ * message for the last failure of the calling thread is available from
+ * crashmon_last_error(). None of them may be called from a signal handler.
+ */
+#ifndef CRASHMON_H
+#define CRASHMON_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Error codes. */
+#define CRASHMON_OK 0
+#define CRASHMON_E_INVALID (-1)        /* a NULL or non-UTF-8 argument */
+#define CRASHMON_E_ALREADY (-2)        /* crashmon_init was already called */
+#define CRASHMON_E_NOT_INSTALLED (-3)  /* crashmon_init was not called */
+#define CRASHMON_E_MONITOR (-4)        /* the monitor could not be started or reached */
+#define CRASHMON_E_FAILED (-5)         /* the monitor could not write the dump */
+
+/* Start the monitor and install the crash handlers. `database` is the crash
+ * database directory, or NULL for $CRASHMON_DATABASE / the default. */
+int crashmon_init(const char *database);
+
+/* Set an annotation (key/value) that goes into every report. Keys are cut to
+ * 128 bytes, values to 20 KiB. */
+int crashmon_annotate(const char *key, const char *value);
+
+/* File a report of this live process (a handled error) and keep running.
+ * If `report_id` is not NULL it receives the report id (36 chars + NUL). */
+int crashmon_request_dump(const char *reason, char report_id[37]);
+
+/* Uninstall the handlers and disconnect from the monitor. */
+void crashmon_shutdown(void);
+
+/* The message of the calling thread's last failure ("" if none). Valid until
+ * the next crashmon call on this thread. */
+const char *crashmon_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CRASHMON_H */
