@@ -200,3 +200,40 @@ fn annotations_reach_the_report() {
     assert!(a.get("temporary").is_none(), "removed: {a}");
     assert_eq!(a["huge"].as_str().unwrap().len(), 20 * 1024, "truncated to 20 KiB");
 }
+
+/// Breadcrumbs: the newest 100 reach the report's metadata, oldest first.
+#[test]
+fn breadcrumbs_keep_the_newest_hundred() {
+    let out = run("segv", "main", &["--breadcrumbs", "150"]);
+    assert_eq!(out.signal, Some(libc::SIGSEGV));
+    let m = metadata(&one_dump(out.db.path()));
+    let crumbs = m["breadcrumbs"].as_array().expect("breadcrumbs in metadata");
+    assert_eq!(crumbs.len(), 100);
+    assert_eq!(crumbs[0]["message"], "step 50");
+    assert_eq!(crumbs[99]["message"], "step 149");
+    assert_eq!(crumbs[99]["level"], "warning");
+    assert_eq!(crumbs[98]["level"], "info");
+    assert_eq!(crumbs[0]["category"], "crasher");
+    assert!(crumbs[0]["timestamp_ms"].as_u64().unwrap() <= crumbs[99]["timestamp_ms"].as_u64().unwrap());
+}
+
+/// The `tracing` layer turns events at or above its level into breadcrumbs.
+#[test]
+fn tracing_events_become_breadcrumbs() {
+    let out = run("segv", "main", &["--tracing-breadcrumbs", "3"]);
+    assert_eq!(out.signal, Some(libc::SIGSEGV));
+    let m = metadata(&one_dump(out.db.path()));
+    let crumbs = m["breadcrumbs"].as_array().expect("breadcrumbs");
+    let texts: Vec<&str> = crumbs.iter().map(|c| c["message"].as_str().unwrap()).collect();
+    assert_eq!(
+        texts,
+        [
+            "processing order order=0",
+            "processing order order=1",
+            "processing order order=2",
+            "payment backend unreachable"
+        ]
+    );
+    assert_eq!(crumbs[3]["level"], "error");
+    assert_eq!(crumbs[0]["category"], "crasher");
+}

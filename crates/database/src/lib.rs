@@ -51,7 +51,9 @@ pub use error::DbError;
 use fsutil::{
     create_dir, create_dir_all, create_file, io_err, is_file, read_file, remove_file, sync_dir, validate_dir,
 };
-pub use metadata::{CrashInfo, CrashKind, METADATA_SCHEMA_VERSION, Metadata, SymbolicationStatus, UploadState};
+pub use metadata::{
+    Breadcrumb, CrashInfo, CrashKind, METADATA_SCHEMA_VERSION, Metadata, SymbolicationStatus, UploadState,
+};
 pub use signals::{signal_code_name, signal_name};
 
 /// Environment variable naming the database directory. Read by the callers

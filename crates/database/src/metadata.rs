@@ -39,6 +39,9 @@ pub struct Metadata {
     /// Free-form key/value pairs supplied by the application.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// The application's most recent events before the report, oldest first.
+    #[serde(default)]
+    pub breadcrumbs: Vec<Breadcrumb>,
     /// Size of the dump file in bytes.
     #[serde(default)]
     pub dump_size: Option<u64>,
@@ -64,12 +67,27 @@ impl Metadata {
             exe: None,
             crash,
             annotations: BTreeMap::new(),
+            breadcrumbs: Vec::new(),
             dump_size: None,
             symbolication: None,
             upload: UploadState::default(),
             failure: None,
         }
     }
+}
+
+/// One recent event of the application (a log line, a user action).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Breadcrumb {
+    /// Unix time in milliseconds.
+    pub timestamp_ms: u64,
+    /// `trace`, `debug`, `info`, `warning` or `error`.
+    pub level: String,
+    /// Where it comes from (e.g. a log target).
+    #[serde(default)]
+    pub category: String,
+    /// The text.
+    pub message: String,
 }
 
 /// What kind of event produced the report.

@@ -19,6 +19,7 @@
 //! // ... the application runs; a crash now produces a report ...
 //! ```
 
+mod breadcrumbs;
 mod connect;
 mod request;
 mod signal;
@@ -30,6 +31,9 @@ use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+#[cfg(feature = "tracing-layer")]
+pub use breadcrumbs::BreadcrumbLayer;
+pub use breadcrumbs::{Level, breadcrumb};
 pub use request::{
     DumpError, MAX_ANNOTATIONS, PanicMode, ReportId, annotate, annotations_dropped, annotations_truncated,
     remove_annotation, report_error, request_dump,

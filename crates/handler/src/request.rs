@@ -185,8 +185,14 @@ fn send_annotation(key: &str, value: &str, remove: bool) -> Result<(), DumpError
     let msg = proto::Message::Annotate(proto::Annotate { remove, key: k.as_bytes(), value: v.as_bytes() });
     let mut buf = vec![0u8; proto::HEADER_LEN + proto::Annotate::MIN_PAYLOAD_LEN + k.len() + v.len()];
     let n = proto::encode(&msg, &mut buf).map_err(|_| DumpError::Failed(0))?;
-    let _serial = REQUESTS.lock().unwrap_or_else(|e| e.into_inner());
-    if signal::send_datagram(fd, &buf[..n]) { Ok(()) } else { Err(DumpError::Disconnected) }
+    send_one(fd, &buf[..n])
+}
+
+/// Send one datagram that expects no reply (annotation, breadcrumb). A
+/// datagram is sent whole or not at all, so this takes no lock: it never
+/// waits behind a dump request.
+pub(crate) fn send_one(fd: libc::c_int, datagram: &[u8]) -> Result<(), DumpError> {
+    if signal::send_datagram(fd, datagram) { Ok(()) } else { Err(DumpError::Disconnected) }
 }
 
 /// What the panic hook does.

@@ -248,7 +248,12 @@ struct Connection<'a> {
     /// The client's annotations, bounded (see [`MAX_ANNOTATIONS`]).
     annotations: BTreeMap<String, String>,
     annotation_bytes: usize,
+    /// The client's most recent breadcrumbs (at most [`MAX_BREADCRUMBS`]).
+    breadcrumbs: std::collections::VecDeque<crashmon_database::Breadcrumb>,
 }
+
+/// Breadcrumbs kept per client: the newest win.
+pub const MAX_BREADCRUMBS: usize = 100;
 
 /// Most annotations kept per client (the handler enforces the same).
 pub const MAX_ANNOTATIONS: usize = 400;
@@ -265,6 +270,7 @@ impl<'a> Connection<'a> {
             greeted: false,
             annotations: BTreeMap::new(),
             annotation_bytes: 0,
+            breadcrumbs: std::collections::VecDeque::with_capacity(MAX_BREADCRUMBS),
         }
     }
 
@@ -349,6 +355,23 @@ impl<'a> Connection<'a> {
                 tracing::debug!(pid = self.peer_pid, tid = req.tid, kind = ?req.kind, "dump requested");
                 self.dump(&req)
             }
+            proto::Message::Breadcrumb(b) => {
+                if !self.greeted {
+                    tracing::warn!(pid = self.peer_pid, "breadcrumb before hello; dropping");
+                    return false;
+                }
+                if self.breadcrumbs.len() == MAX_BREADCRUMBS {
+                    self.breadcrumbs.pop_front();
+                }
+                const LEVELS: [&str; 5] = ["trace", "debug", "info", "warning", "error"];
+                self.breadcrumbs.push_back(crashmon_database::Breadcrumb {
+                    timestamp_ms: b.timestamp_ms,
+                    level: LEVELS[usize::from(b.level.min(4))].to_owned(),
+                    category: String::from_utf8_lossy(b.category).into_owned(),
+                    message: String::from_utf8_lossy(b.message).into_owned(),
+                });
+                true
+            }
             proto::Message::Annotate(a) => {
                 if !self.greeted {
                     tracing::warn!(pid = self.peer_pid, "annotation before hello; dropping");
@@ -407,6 +430,7 @@ impl<'a> Connection<'a> {
             exe,
             crash: crash_info(req),
             annotations: self.annotations.clone(),
+            breadcrumbs: self.breadcrumbs.iter().cloned().collect(),
             dump_size: None,
             symbolication: None,
             upload: UploadState::default(),
@@ -490,6 +514,7 @@ fn kind_name(msg: &proto::Message<'_>) -> &'static str {
         proto::Message::DumpComplete(_) => "DumpComplete",
         proto::Message::DumpFailed(_) => "DumpFailed",
         proto::Message::Annotate(_) => "Annotate",
+        proto::Message::Breadcrumb(_) => "Breadcrumb",
     }
 }
 

@@ -24,6 +24,10 @@ pub const CONTEXT_CAPACITY: usize = 2048;
 /// Capacity of the free-text reason in [`DumpFailed`] and of the message in
 /// [`DumpRequest`].
 pub const TEXT_CAPACITY: usize = 256;
+/// Longest breadcrumb category, bytes.
+pub const BREADCRUMB_CATEGORY_CAPACITY: usize = 64;
+/// Longest breadcrumb message, bytes.
+pub const BREADCRUMB_MESSAGE_CAPACITY: usize = 1024;
 /// Longest annotation key, bytes.
 pub const ANNOTATION_KEY_CAPACITY: usize = 128;
 /// Longest annotation value, bytes (20 KiB).
@@ -49,6 +53,8 @@ pub enum Kind {
     DumpFailed = 5,
     /// Client → monitor: set or remove an annotation.
     Annotate = 6,
+    /// Client → monitor: a recent event for the breadcrumb ring.
+    Breadcrumb = 7,
 }
 
 impl Kind {
@@ -60,6 +66,7 @@ impl Kind {
             4 => Kind::DumpComplete,
             5 => Kind::DumpFailed,
             6 => Kind::Annotate,
+            7 => Kind::Breadcrumb,
             _ => return None,
         })
     }
@@ -74,6 +81,7 @@ impl Kind {
             Kind::DumpComplete => DumpComplete::PAYLOAD_LEN,
             Kind::DumpFailed => DumpFailed::PAYLOAD_LEN,
             Kind::Annotate => return (Annotate::MIN_PAYLOAD_LEN, Annotate::MAX_PAYLOAD_LEN),
+            Kind::Breadcrumb => return (Breadcrumb::MIN_PAYLOAD_LEN, Breadcrumb::MAX_PAYLOAD_LEN),
         };
         (fixed, fixed)
     }
@@ -272,6 +280,29 @@ impl Annotate<'_> {
     pub const MAX_PAYLOAD_LEN: usize = Self::MIN_PAYLOAD_LEN + ANNOTATION_KEY_CAPACITY + ANNOTATION_VALUE_CAPACITY;
 }
 
+/// Client → monitor: one recent event (a log line, a user action) kept in
+/// a bounded ring by the monitor and filed with the next report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Breadcrumb<'a> {
+    /// Unix time in milliseconds.
+    pub timestamp_ms: u64,
+    /// Severity: 0 trace, 1 debug, 2 info, 3 warning, 4 error.
+    pub level: u8,
+    /// Where it comes from (e.g. a log target), at most
+    /// [`BREADCRUMB_CATEGORY_CAPACITY`] bytes.
+    pub category: &'a [u8],
+    /// The text, at most [`BREADCRUMB_MESSAGE_CAPACITY`] bytes.
+    pub message: &'a [u8],
+}
+
+impl Breadcrumb<'_> {
+    /// Payload bytes before the category and message.
+    pub const MIN_PAYLOAD_LEN: usize = 8 + 4 + 4 + 4;
+    /// Largest payload.
+    pub const MAX_PAYLOAD_LEN: usize =
+        Self::MIN_PAYLOAD_LEN + BREADCRUMB_CATEGORY_CAPACITY + BREADCRUMB_MESSAGE_CAPACITY;
+}
+
 /// A decoded message, borrowing variable parts from the receive buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Message<'a> {
@@ -287,6 +318,8 @@ pub enum Message<'a> {
     DumpFailed(DumpFailed<'a>),
     /// See [`Annotate`].
     Annotate(Annotate<'a>),
+    /// See [`Breadcrumb`].
+    Breadcrumb(Breadcrumb<'a>),
 }
 
 /// Little-endian cursor over a byte slice; every read is bounds-checked by the
@@ -435,6 +468,26 @@ pub fn decode(buf: &[u8]) -> Result<Message<'_>, DecodeError> {
             let value = r.bytes(value_len);
             Message::Annotate(Annotate { remove: flags == 1, key, value })
         }
+        Kind::Breadcrumb => {
+            let timestamp_ms = r.u64();
+            let level = r.u32();
+            let category_len = r.u32() as usize;
+            let message_len = r.u32() as usize;
+            if level > 4 {
+                return Err(DecodeError::BadField("level"));
+            }
+            if category_len > BREADCRUMB_CATEGORY_CAPACITY {
+                return Err(DecodeError::BadField("category"));
+            }
+            if message_len > BREADCRUMB_MESSAGE_CAPACITY
+                || Breadcrumb::MIN_PAYLOAD_LEN + category_len + message_len != actual
+            {
+                return Err(DecodeError::BadField("message"));
+            }
+            let category = r.bytes(category_len);
+            let message = r.bytes(message_len);
+            Message::Breadcrumb(Breadcrumb { timestamp_ms, level: level as u8, category, message })
+        }
     })
 }
 
@@ -472,6 +525,7 @@ pub fn encode(msg: &Message<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
         Message::DumpComplete(_) => Kind::DumpComplete,
         Message::DumpFailed(_) => Kind::DumpFailed,
         Message::Annotate(_) => Kind::Annotate,
+        Message::Breadcrumb(_) => Kind::Breadcrumb,
     };
     let payload_len = match msg {
         Message::Annotate(a) => {
@@ -479,6 +533,15 @@ pub fn encode(msg: &Message<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
                 return Err(EncodeError::TooLong);
             }
             Annotate::MIN_PAYLOAD_LEN + a.key.len() + a.value.len()
+        }
+        Message::Breadcrumb(b) => {
+            if b.level > 4
+                || b.category.len() > BREADCRUMB_CATEGORY_CAPACITY
+                || b.message.len() > BREADCRUMB_MESSAGE_CAPACITY
+            {
+                return Err(EncodeError::TooLong);
+            }
+            Breadcrumb::MIN_PAYLOAD_LEN + b.category.len() + b.message.len()
         }
         _ => kind.payload_bounds().0,
     };
@@ -528,6 +591,14 @@ pub fn encode(msg: &Message<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
             w.put(a.key);
             w.put(a.value);
         }
+        Message::Breadcrumb(b) => {
+            w.put(&b.timestamp_ms.to_le_bytes());
+            w.put(&u32::from(b.level).to_le_bytes());
+            w.put(&(b.category.len() as u32).to_le_bytes());
+            w.put(&(b.message.len() as u32).to_le_bytes());
+            w.put(b.category);
+            w.put(b.message);
+        }
     }
     debug_assert_eq!(w.pos, total);
     Ok(total)
@@ -563,8 +634,26 @@ mod tests {
         roundtrip(Message::DumpFailed(DumpFailed { request_id: 9, errno: 1, reason: b"ptrace: EPERM" }));
         roundtrip(Message::Annotate(Annotate { remove: false, key: b"version", value: b"1.2.3" }));
         roundtrip(Message::Annotate(Annotate { remove: true, key: b"version", value: b"" }));
+        roundtrip(Message::Breadcrumb(Breadcrumb { timestamp_ms: 1, level: 4, category: b"db", message: b"timeout" }));
+        roundtrip(Message::Breadcrumb(Breadcrumb { timestamp_ms: 1, level: 0, category: b"", message: b"" }));
         let big = [b'v'; ANNOTATION_VALUE_CAPACITY];
         roundtrip(Message::Annotate(Annotate { remove: false, key: &[b'k'; ANNOTATION_KEY_CAPACITY], value: &big }));
+    }
+
+    #[test]
+    fn breadcrumb_fields_are_bounded() {
+        let mut buf = [0u8; MAX_MESSAGE_LEN];
+        let b = Breadcrumb { timestamp_ms: 5, level: 2, category: b"net", message: b"connected" };
+        let n = encode(&Message::Breadcrumb(b), &mut buf).unwrap();
+        let mut bad = buf;
+        bad[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&9u32.to_le_bytes());
+        assert_eq!(decode(&bad[..n]), Err(DecodeError::BadField("level")));
+        let mut bad = buf;
+        bad[HEADER_LEN + 16..HEADER_LEN + 20].copy_from_slice(&500u32.to_le_bytes());
+        assert_eq!(decode(&bad[..n]), Err(DecodeError::BadField("message")));
+        let long = [b'm'; BREADCRUMB_MESSAGE_CAPACITY + 1];
+        let b = Breadcrumb { message: &long, ..b };
+        assert_eq!(encode(&Message::Breadcrumb(b), &mut buf), Err(EncodeError::TooLong));
     }
 
     #[test]

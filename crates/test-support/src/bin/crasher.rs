@@ -1,7 +1,8 @@
 //! A real crashing program for crashmon's tests.
 //!
 //! `crasher --crash KIND [--on main|thread|pthread] [--socket PATH] [--wait-stdin]
-//! [--reply-timeout-ms N] [--request-dump] [--no-handler] [--annotate K=V]...`: installs the crashmon handler
+//! [--reply-timeout-ms N] [--request-dump] [--no-handler] [--annotate K=V]...
+//! [--breadcrumbs N] [--tracing-breadcrumbs N]`: installs the crashmon handler
 //! (spawning `$CRASHMON_MONITOR` as sidecar, or connecting to the monitor at
 //! `--socket`), prints `ready pid=P tid=T monitor=M` on stdout, and crashes the
 //! requested way on the main thread, a `std::thread` or a raw `pthread_create`
@@ -44,6 +45,8 @@ fn main() {
     let mut request_dump = false;
     let mut no_handler = false;
     let mut annotations: Vec<(String, String)> = Vec::new();
+    let mut breadcrumbs = 0usize;
+    let mut tracing_breadcrumbs = 0usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -52,6 +55,8 @@ fn main() {
             "--wait-stdin" => wait_stdin = true,
             "--request-dump" => request_dump = true,
             "--no-handler" => no_handler = true,
+            "--breadcrumbs" => breadcrumbs = args.next().and_then(|n| n.parse().ok()).unwrap_or(0),
+            "--tracing-breadcrumbs" => tracing_breadcrumbs = args.next().and_then(|n| n.parse().ok()).unwrap_or(0),
             "--annotate" => {
                 let kv = args.next().unwrap_or_default();
                 let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
@@ -106,6 +111,24 @@ fn main() {
     if wait_stdin {
         let mut line = String::new();
         let _ = std::io::stdin().lock().read_line(&mut line);
+    }
+    for i in 0..breadcrumbs {
+        let level = if i % 10 == 9 { crashmon_handler::Level::Warning } else { crashmon_handler::Level::Info };
+        if let Err(e) = crashmon_handler::breadcrumb(level, "crasher", &format!("step {i}")) {
+            eprintln!("crasher: breadcrumb: {e}");
+        }
+    }
+    if tracing_breadcrumbs > 0 {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber =
+            tracing_subscriber::registry().with(crashmon_handler::BreadcrumbLayer::new(tracing::Level::INFO));
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..tracing_breadcrumbs {
+                tracing::debug!("below the layer's level: not recorded");
+                tracing::info!(order = i, "processing order");
+            }
+            tracing::error!("payment backend unreachable");
+        });
     }
     if request_dump {
         match crashmon_handler::request_dump("crasher: handled error before the crash") {
