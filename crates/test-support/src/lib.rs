@@ -11,18 +11,36 @@ use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 /// Path of a binary built in this workspace's target directory (`crashmon`,
-/// `crasher`). `cargo test --workspace` builds both before running tests.
+/// `crasher`). `cargo test --workspace` builds both before running tests; a
+/// test run on its own (`cargo test -p crashmon-e2e`) builds a missing one
+/// with the cargo that runs it.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test-binary> -> target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
     let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is not built; run the tests with `cargo test --workspace` (it builds every binary)",
-        path.display()
-    );
+    if !path.is_file() {
+        build_bin(name, dir.ends_with("release"));
+    }
+    assert!(path.is_file(), "{} is not built; run the tests with `cargo test --workspace`", path.display());
     path
+}
+
+fn build_bin(name: &str, release: bool) {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let package = match name {
+        "crashmon" => "crashmon",
+        "crasher" => "crashmon-test-support",
+        _ => return,
+    };
+    let Some(cargo) = std::env::var_os("CARGO") else { return };
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "-q", "-p", package, "--bin", name]).current_dir(workspace_root());
+    if release {
+        cmd.arg("--release");
+    }
+    let _ = cmd.status();
 }
 
 /// Wait for `child` at most `timeout`; `None` if it is still running (it is
