@@ -237,3 +237,22 @@ fn tracing_events_become_breadcrumbs() {
     assert_eq!(crumbs[3]["level"], "error");
     assert_eq!(crumbs[0]["category"], "crasher");
 }
+
+/// RELIABILITY A5: 20 threads crash at once next to 100 idle ones, 50
+/// times: every time exactly one dump, and death by SIGSEGV within 10 s.
+#[test]
+fn a5_simultaneous_crashes_give_exactly_one_dump() {
+    for round in 0..50 {
+        let started = std::time::Instant::now();
+        let out = run("segv", "many", &[]);
+        assert_eq!(out.signal, Some(libc::SIGSEGV), "round {round}");
+        assert!(started.elapsed() < Duration::from_secs(10), "round {round}: {:?}", started.elapsed());
+        let dump = one_dump(out.db.path());
+        // Give a (wrong) second dump the chance to appear.
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(dumps(out.db.path()).len(), 1, "round {round}: exactly one dump");
+        let md = Minidump::read_path(&dump).expect("parses");
+        let threads: MinidumpThreadList<'_> = md.get_stream().unwrap();
+        assert!(threads.threads.len() >= 121, "round {round}: {} threads", threads.threads.len());
+    }
+}

@@ -145,8 +145,30 @@ fn main() {
             let _ = std::thread::Builder::new().name("crasher-thread".into()).spawn(crash_here).map(|h| h.join());
         }
         "pthread" => crashmon_demo::trigger::on_raw_pthread(crash_here),
+        // RELIABILITY A5: 100 idle threads, then 20 threads released at
+        // once that all crash.
+        "many" => {
+            let start = std::sync::Arc::new(std::sync::Barrier::new(21));
+            let idle: Vec<_> = (0..100)
+                .map(|_| std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_secs(30))))
+                .collect();
+            let crashing: Vec<_> = (0..20)
+                .map(|_| {
+                    let start = std::sync::Arc::clone(&start);
+                    std::thread::spawn(move || {
+                        start.wait();
+                        crashmon_demo::crash(kind);
+                    })
+                })
+                .collect();
+            start.wait();
+            for t in crashing {
+                let _ = t.join();
+            }
+            drop(idle);
+        }
         other => {
-            eprintln!("crasher: --on {other}: expected main, thread or pthread");
+            eprintln!("crasher: --on {other}: expected main, thread, pthread or many");
             std::process::exit(2);
         }
     }
