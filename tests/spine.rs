@@ -206,3 +206,39 @@ fn list_groups_reports_by_signature() {
     assert!(groups[1]["signature"].as_str().unwrap().contains("crashmon_demo::trigger::abort"), "{doc:#}");
     assert!(groups[0]["first_seen_ms"].as_u64() <= groups[0]["last_seen_ms"].as_u64());
 }
+
+/// `crashmon prune --max-count`: real reports, the oldest go first.
+#[test]
+fn prune_keeps_the_newest_reports() {
+    let db = tempfile::tempdir().unwrap();
+    let mut pids = Vec::new();
+    for _ in 0..3 {
+        let (mut child, ready) = crasher(db.path(), &["--crash", "abort"]);
+        wait_timeout(&mut child, Duration::from_secs(10)).expect("crasher died");
+        pids.push(ready.pid);
+        // Distinct capture times.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_for(Duration::from_secs(10), || {
+        (crashmon_test_support::files_with_ext(&db.path().join("pending"), "dmp").len() == 3).then_some(())
+    })
+    .expect("three reports");
+    let out = Command::new(bin("crashmon"))
+        .args(["prune", "--max-count", "1", "--json"])
+        .env("CRASHMON_DATABASE", db.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["result"]["removed"].as_u64().unwrap() + doc["result"]["busy"].as_u64().unwrap(), 2, "{doc}");
+    let dumps = crashmon_test_support::files_with_ext(&db.path().join("pending"), "dmp");
+    let remaining: Vec<i64> = dumps
+        .iter()
+        .map(|d| {
+            let m: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(d.with_extension("json")).unwrap()).unwrap();
+            m["pid"].as_i64().unwrap()
+        })
+        .collect();
+    assert!(remaining.contains(&i64::from(pids[2])), "the newest report is kept: {remaining:?} of {pids:?}");
+}

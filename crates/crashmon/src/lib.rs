@@ -72,6 +72,8 @@ pub enum Command {
     Consent(cmd::upload::ConsentArgs),
     /// Run a program with the crash handler preloaded (no code changes)
     Run(cmd::run::RunArgs),
+    /// Remove the oldest reports beyond count, size and age limits
+    Prune(cmd::prune::PruneArgs),
     /// Internal: symbolicate a report in a resource-limited child process
     #[command(name = "__symbolicate-report", hide = true)]
     SymbolicateReport(postprocess::ChildArgs),
@@ -147,6 +149,7 @@ pub fn main_impl() -> ExitCode {
         Command::Upload(args) => cmd::upload::upload(&ctx, args),
         Command::Consent(args) => cmd::upload::consent(&ctx, args),
         Command::Run(args) => cmd::run::run(&ctx, args),
+        Command::Prune(args) => cmd::prune::prune(&ctx, args),
         Command::SymbolicateReport(args) => postprocess::child_main(&ctx, args),
         Command::DemoApp(args) => cmd::demo::app_main(args),
     };

@@ -110,6 +110,12 @@ impl AfterCapture for Symbolicate {
                 Err(e) => tracing::warn!(report = %id, %target, "upload: {e}"),
             }
         }
+        // Retention, so a crash loop cannot fill the disk.
+        match db.prune(&crate::cmd::prune::default_retention(), crate::cmd::prune::now_ms()) {
+            Ok(s) if s.removed > 0 => tracing::info!(removed = s.removed, freed = s.bytes_freed, "retention applied"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("retention: {e}"),
+        }
     }
 }
 

@@ -14,7 +14,7 @@ fn help_lists_the_documented_commands_and_hides_internal_ones() {
     let out = crashmon(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8(out.stdout).unwrap();
-    for cmd in ["monitor", "demo", "list", "show", "symbolicate", "upload", "consent", "run"] {
+    for cmd in ["monitor", "demo", "list", "show", "symbolicate", "upload", "consent", "run", "prune"] {
         assert!(help.lines().any(|l| l.trim_start().starts_with(cmd)), "{cmd} missing from:\n{help}");
     }
     assert!(!help.contains("__"), "internal commands are hidden:\n{help}");

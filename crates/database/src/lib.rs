@@ -32,6 +32,7 @@
 mod error;
 mod fsutil;
 mod metadata;
+mod retention;
 mod signals;
 #[cfg(test)]
 mod tests;
@@ -54,6 +55,7 @@ use fsutil::{
 pub use metadata::{
     Breadcrumb, CrashInfo, CrashKind, METADATA_SCHEMA_VERSION, Metadata, SymbolicationStatus, UploadState,
 };
+pub use retention::{PruneStats, Retention};
 pub use signals::{signal_code_name, signal_name};
 
 /// Environment variable naming the database directory. Read by the callers

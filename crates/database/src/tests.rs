@@ -556,3 +556,47 @@ fn a_live_writers_dump_is_never_lockable() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(checker.join().unwrap(), 0, "a live writer's dump was lockable");
 }
+
+#[test]
+fn prune_removes_oldest_first_within_each_limit() {
+    let f = fixture();
+    // Five reports captured at t = 1..=5 s, 100-byte dumps.
+    let ids: Vec<ReportId> = (1..=5).map(|t| commit(&f.db, &[b'M'; 100], t * 1000)).collect();
+    let remaining = |db: &Database| -> Vec<ReportId> {
+        let mut v: Vec<ReportId> = db.list().unwrap().iter().map(|e| e.id).collect();
+        v.sort_by_key(|id| ids.iter().position(|x| x == id));
+        v
+    };
+    // Count: keep the 4 newest.
+    let stats = f.db.prune(&Retention { max_count: Some(4), max_bytes: None, max_age: None }, 10_000).unwrap();
+    assert_eq!((stats.removed, stats.kept), (1, 4));
+    assert_eq!(remaining(&f.db), ids[1..].to_vec());
+    // Age: at t = 10 s with a 6.5 s limit, t = 2 and 3 are too old.
+    let age = Retention { max_count: None, max_bytes: None, max_age: Some(Duration::from_millis(6_500)) };
+    assert_eq!(f.db.prune(&age, 10_000).unwrap().removed, 2);
+    assert_eq!(remaining(&f.db), ids[3..].to_vec());
+    // Size: one byte less than the two remaining reports use removes the
+    // older one.
+    let none = Retention { max_count: None, max_bytes: None, max_age: None };
+    let total = f.db.prune(&none, 10_000).unwrap().bytes_kept;
+    let stats = f.db.prune(&Retention { max_bytes: Some(total - 1), ..none }, 10_000).unwrap();
+    assert_eq!(stats.removed, 1);
+    assert!(stats.bytes_kept < total && stats.bytes_freed > 100);
+    assert_eq!(remaining(&f.db), vec![ids[4]]);
+    // Nothing of the pruned reports is left on disk.
+    assert_eq!(names(&f.db.root().join("pending")).len(), 2, "{:?}", names(&f.db.root().join("pending")));
+}
+
+#[test]
+fn prune_skips_a_report_an_uploader_holds() {
+    let f = fixture();
+    let old = commit(&f.db, b"MDMP", 1_000);
+    let _new = commit(&f.db, b"MDMP", 2_000);
+    let held = fs::File::open(f.db.root().join(format!("pending/{old}.dmp"))).unwrap();
+    held.try_lock().unwrap();
+    let stats = f.db.prune(&Retention { max_count: Some(1), max_bytes: None, max_age: None }, 3_000).unwrap();
+    assert_eq!((stats.removed, stats.busy, stats.kept), (0, 1, 2), "the newer report is not removed instead");
+    drop(held);
+    let stats = f.db.prune(&Retention { max_count: Some(1), max_bytes: None, max_age: None }, 3_000).unwrap();
+    assert_eq!((stats.removed, stats.busy), (1, 0));
+}
