@@ -35,22 +35,11 @@ impl Level {
     }
 }
 
-fn truncate(s: &str, cap: usize) -> &str {
-    if s.len() <= cap {
-        return s;
-    }
-    let mut end = cap;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 /// Record a breadcrumb. Category is cut to 64 bytes, message to 1 KiB.
 pub fn breadcrumb(level: Level, category: &str, message: &str) -> Result<(), DumpError> {
     let fd = signal::socket_fd().ok_or(DumpError::NotInstalled)?;
-    let category = truncate(category, proto::BREADCRUMB_CATEGORY_CAPACITY);
-    let message = truncate(message, proto::BREADCRUMB_MESSAGE_CAPACITY);
+    let category = request::truncate_utf8(category, proto::BREADCRUMB_CATEGORY_CAPACITY);
+    let message = request::truncate_utf8(message, proto::BREADCRUMB_MESSAGE_CAPACITY);
     let timestamp_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let msg = proto::Message::Breadcrumb(proto::Breadcrumb {

@@ -122,7 +122,7 @@ static ANNOTATIONS_DROPPED: AtomicU32 = AtomicU32::new(0);
 static ANNOTATIONS_TRUNCATED: AtomicU32 = AtomicU32::new(0);
 
 /// Largest prefix of `s` of at most `cap` bytes ending on a char boundary.
-fn truncate_utf8(s: &str, cap: usize) -> &str {
+pub(crate) fn truncate_utf8(s: &str, cap: usize) -> &str {
     if s.len() <= cap {
         return s;
     }
