@@ -14,14 +14,8 @@ fn lib_dir() -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     let dir = bin("crashmon").parent().unwrap().to_path_buf();
     BUILT.call_once(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "crashmon-capi", "--lib"]).current_dir(workspace_root());
-        if dir.ends_with("release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build -p crashmon-capi");
-        assert!(status.success(), "cargo build -p crashmon-capi failed");
+        let built = crashmon_test_support::cargo_build(&["-p", "crashmon-capi", "--lib"], dir.ends_with("release"));
+        assert!(built, "cargo build -p crashmon-capi failed");
     });
     assert!(dir.join("libcrashmon.so").is_file(), "libcrashmon.so not built in {}", dir.display());
     dir

@@ -21,20 +21,20 @@ const CPU_LIMIT_SECS: u64 = 120;
 /// Wall-clock limit after which the child is killed.
 const WALL_LIMIT: Duration = Duration::from_secs(180);
 
-/// Runs `crashmon __symbolicate-report` for each new report, then uploads
-/// it if a target is configured.
+/// Post-processing of each new report: `crashmon __symbolicate-report` in
+/// a limited child, the upload if a target is configured, then retention.
 #[derive(Debug)]
-pub struct Symbolicate {
+pub struct PostProcess {
     exe: PathBuf,
     upload: Option<(crashmon_uploader::Target, crashmon_uploader::UploadOptions)>,
 }
 
-impl Symbolicate {
+impl PostProcess {
     /// Use the running `crashmon` executable as the child; upload to
     /// `upload` afterwards when given.
     pub fn new(upload: Option<(crashmon_uploader::Target, crashmon_uploader::UploadOptions)>) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the crashmon executable")?;
-        Ok(Symbolicate { exe, upload })
+        Ok(PostProcess { exe, upload })
     }
 
     fn run_child(&self, db: &Database, id: ReportId) -> Result<(), String> {
@@ -86,7 +86,7 @@ impl Symbolicate {
     }
 }
 
-impl AfterCapture for Symbolicate {
+impl AfterCapture for PostProcess {
     fn after_capture(&self, db: &Database, id: ReportId) {
         let started = Instant::now();
         match self.run_child(db, id) {

@@ -27,20 +27,27 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 fn build_bin(name: &str, release: bool) {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let package = match name {
         "crashmon" => "crashmon",
         "crasher" => "crashmon-test-support",
         _ => return,
     };
-    let Some(cargo) = std::env::var_os("CARGO") else { return };
+    cargo_build(&["-p", package, "--bin", name], release);
+}
+
+/// Run `cargo build -q ARGS` in the workspace with the cargo that runs the
+/// tests (same toolchain and target directory), one build at a time.
+/// Returns whether it succeeded; false if not run under cargo.
+pub fn cargo_build(args: &[&str], release: bool) -> bool {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(cargo) = std::env::var_os("CARGO") else { return false };
     let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "-q", "-p", package, "--bin", name]).current_dir(workspace_root());
+    cmd.args(["build", "-q"]).args(args).current_dir(workspace_root());
     if release {
         cmd.arg("--release");
     }
-    let _ = cmd.status();
+    cmd.status().is_ok_and(|s| s.success())
 }
 
 /// Wait for `child` at most `timeout`; `None` if it is still running (it is

@@ -61,7 +61,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     let db = Arc::new(db);
     let config = MonitorConfig {
         database: db,
-        after_capture: Some(Arc::new(crate::postprocess::Symbolicate::new(upload)?)),
+        after_capture: Some(Arc::new(crate::postprocess::PostProcess::new(upload)?)),
         max_clients: 1024,
         watchdog,
         fault: crashmon_monitor::Fault::from_env(),

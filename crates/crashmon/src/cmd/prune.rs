@@ -1,6 +1,6 @@
 //! `crashmon prune`: apply retention limits, oldest reports first.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use crashmon_database::{Database, Retention};
@@ -33,7 +33,7 @@ pub fn default_retention() -> Retention {
 
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    crashmon_uploader::Clock::now_ms(&crashmon_uploader::SystemClock)
 }
 
 /// `crashmon prune`.
