@@ -53,7 +53,7 @@ use fsutil::{
     create_dir, create_dir_all, create_file, io_err, is_file, read_file, remove_file, sync_dir, validate_dir,
 };
 pub use metadata::{
-    Breadcrumb, CrashInfo, CrashKind, METADATA_SCHEMA_VERSION, Metadata, SymbolicationStatus, UploadState,
+    Attachment, Breadcrumb, CrashInfo, CrashKind, METADATA_SCHEMA_VERSION, Metadata, SymbolicationStatus, UploadState,
 };
 pub use retention::{PruneStats, Retention};
 pub use signals::{signal_code_name, signal_name};
@@ -259,6 +259,7 @@ impl Entry {
 /// removes it, so that it never races with a commit or move in progress.
 const ORPHAN_GRACE: Duration = Duration::from_secs(60);
 const SETTINGS_FILE: &str = "settings.json";
+const ATTACHMENTS_DIR: &str = "attachments";
 
 /// An open crash database.
 #[derive(Debug, Clone)]
@@ -307,6 +308,13 @@ impl Database {
     /// The database directory (absolute).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Where the attachments of report `id` live: `attachments/<id>/` under
+    /// the database root. The directory does not move when the report
+    /// changes state; it is removed with the report.
+    pub fn attachments_dir(&self, id: ReportId) -> PathBuf {
+        self.root.join(ATTACHMENTS_DIR).join(id.to_string())
     }
 
     fn dir(&self, state: ReportState) -> PathBuf {

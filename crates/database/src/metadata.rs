@@ -54,6 +54,15 @@ pub struct Metadata {
     /// Why the report is in `failed/`.
     #[serde(default)]
     pub failure: Option<String>,
+    /// Files the application named, copied by the monitor at crash time into
+    /// [`Database::attachments_dir`](crate::Database::attachments_dir).
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+    /// The filter rule that kept this report from being uploaded, if any.
+    /// A filtered report stays in the database (counted and listed), but no
+    /// uploader sends it.
+    #[serde(default)]
+    pub filtered: Option<String>,
 }
 
 impl Metadata {
@@ -72,8 +81,24 @@ impl Metadata {
             symbolication: None,
             upload: UploadState::default(),
             failure: None,
+            attachments: Vec::new(),
+            filtered: None,
         }
     }
+}
+
+/// A file copied into the report at crash time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// File name inside the report's attachments directory (no `/`, no
+    /// leading `.`), normally the base name of the application's file.
+    pub name: String,
+    /// Bytes copied.
+    pub size: u64,
+    /// The application's file was longer than the attachment size limit and
+    /// only its last `size` bytes were copied.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// One recent event of the application (a log line, a user action).

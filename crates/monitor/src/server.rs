@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crashmon_database::{CrashInfo, CrashKind, Database, Metadata, ReportId, UploadState};
+use crashmon_database::{CrashInfo, CrashKind, Database, Metadata, ReportId};
 use crashmon_protocol as proto;
 use nix::sys::socket::{self, MsgFlags, sockopt};
 
@@ -423,18 +423,10 @@ impl<'a> Connection<'a> {
         let tid = req.tid as i32;
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
         let mut metadata = Metadata {
-            schema_version: 1,
-            id: ReportId::new_random(),
-            captured_at_ms: now_ms(),
-            pid,
             exe,
-            crash: crash_info(req),
             annotations: self.annotations.clone(),
             breadcrumbs: self.breadcrumbs.iter().cloned().collect(),
-            dump_size: None,
-            symbolication: None,
-            upload: UploadState::default(),
-            failure: None,
+            ..Metadata::new(ReportId::new_random(), now_ms(), pid, crash_info(req))
         };
         let started = std::time::Instant::now();
         let result = db.begin_dump().map_err(|e| e.to_string()).and_then(|mut new| {
