@@ -138,7 +138,13 @@ fn a4_panic_is_reported_with_message_and_location() {
         let out = run("panic", on, &[]);
         assert_eq!(out.signal, Some(libc::SIGABRT), "panic on {on}");
         let dump = one_dump(out.db.path());
-        Minidump::read_path(&dump).expect("parses");
+        let md = Minidump::read_path(&dump).expect("parses");
+        // The exception stream names SIGABRT on the panicking thread.
+        let sys: MinidumpSystemInfo = md.get_stream().unwrap();
+        let exc: MinidumpException<'_> = md.get_stream().unwrap();
+        let reason = exc.get_crash_reason(sys.os, sys.cpu).to_string();
+        assert!(reason.starts_with("SIGABRT"), "panic on {on}: exception {reason}");
+        assert_eq!(exc.get_crashing_thread_id(), out.crashing_tid as u32);
         let m = metadata(&dump);
         assert_eq!(m["crash"]["kind"], "panic");
         assert_eq!(m["crash"]["signal_name"], "SIGABRT");

@@ -17,6 +17,11 @@ int main(void) {
         return 1;
     }
     crashmon_annotate("component", "example-c");
+    crashmon_breadcrumb(CRASHMON_LEVEL_INFO, "config", "loading /etc/example.conf");
+    if (crashmon_breadcrumb(42, "config", "bad level") != CRASHMON_E_INVALID) {
+        fprintf(stderr, "crashmon_breadcrumb accepted level 42\n");
+        return 3;
+    }
     char id[37];
     if (crashmon_request_dump("example: handled error", id) == CRASHMON_OK) {
         printf("requested id=%s\n", id);

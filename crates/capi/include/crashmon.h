@@ -22,6 +22,7 @@ extern "C" {
 #define CRASHMON_E_NOT_INSTALLED (-3)  /* crashmon_init was not called */
 #define CRASHMON_E_MONITOR (-4)        /* the monitor could not be started or reached */
 #define CRASHMON_E_FAILED (-5)         /* the monitor could not write the dump */
+#define CRASHMON_E_FILTERED (-6)       /* left out by the handler's filter rules */
 
 /* Start the monitor and install the crash handlers. `database` is the crash
  * database directory, or NULL for $CRASHMON_DATABASE / the default. */
@@ -30,6 +31,18 @@ int crashmon_init(const char *database);
 /* Set an annotation (key/value) that goes into every report. Keys are cut to
  * 128 bytes, values to 20 KiB. */
 int crashmon_annotate(const char *key, const char *value);
+
+/* Breadcrumb levels. */
+#define CRASHMON_LEVEL_TRACE 0
+#define CRASHMON_LEVEL_DEBUG 1
+#define CRASHMON_LEVEL_INFO 2
+#define CRASHMON_LEVEL_WARNING 3
+#define CRASHMON_LEVEL_ERROR 4
+
+/* Record a breadcrumb: a recent event that goes into the next report (the
+ * newest 100 are kept). `level` is one of CRASHMON_LEVEL_*; `category` is
+ * cut to 64 bytes, `message` to 1 KiB. */
+int crashmon_breadcrumb(int level, const char *category, const char *message);
 
 /* File a report of this live process (a handled error) and keep running.
  * If `report_id` is not NULL it receives the report id (36 chars + NUL). */

@@ -2,7 +2,8 @@
 //! only, everything else is in the safe functions of the crate root.
 #![allow(unsafe_code)]
 
-use std::ffi::{CStr, c_char};
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::code;
 
@@ -45,6 +46,19 @@ pub unsafe extern "C" fn crashmon_annotate(key: *const c_char, value: *const c_c
     match unsafe { (str_arg(key), str_arg(value)) } {
         (Some(k), Some(v)) => crate::annotate(k, v),
         _ => crate::fail(code::INVALID, "key and value must be non-NULL UTF-8 strings"),
+    }
+}
+
+/// See `crashmon.h`.
+///
+/// # Safety
+/// `category` and `message` are valid NUL-terminated strings.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn crashmon_breadcrumb(level: c_int, category: *const c_char, message: *const c_char) -> i32 {
+    // SAFETY: the caller promises C strings (or NULL, which we refuse).
+    match unsafe { (str_arg(category), str_arg(message)) } {
+        (Some(c), Some(m)) => crate::breadcrumb(level, c, m),
+        _ => crate::fail(code::INVALID, "category and message must be non-NULL UTF-8 strings"),
     }
 }
 
@@ -109,3 +123,69 @@ extern "C" fn preload_constructor() {
 // arguments; ours has that signature.
 #[unsafe(link_section = ".init_array")]
 static PRELOAD: extern "C" fn() = preload_constructor;
+
+/// The start routine of a thread, as C passes it to `pthread_create`. It may
+/// unwind (C++ exceptions, `pthread_exit`'s forced unwind).
+type StartRoutine = extern "C-unwind" fn(*mut c_void) -> *mut c_void;
+type PthreadCreate =
+    unsafe extern "C" fn(*mut libc::pthread_t, *const libc::pthread_attr_t, StartRoutine, *mut c_void) -> c_int;
+
+/// The next `pthread_create` in the lookup order (libc's), found once.
+fn real_pthread_create() -> Option<PthreadCreate> {
+    static REAL: AtomicUsize = AtomicUsize::new(0);
+    let mut f = REAL.load(Ordering::Acquire);
+    if f == 0 {
+        // SAFETY: dlsym with a valid NUL-terminated name.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_create".as_ptr()) } as usize;
+        if f == 0 || f == pthread_create as PthreadCreate as usize {
+            return None;
+        }
+        REAL.store(f, Ordering::Release);
+    }
+    // SAFETY: `f` is the address of libc's pthread_create, whose signature
+    // is `PthreadCreate`.
+    Some(unsafe { std::mem::transmute::<usize, PthreadCreate>(f) })
+}
+
+/// What the trampoline needs to start the app's thread.
+struct ThreadStart {
+    start: StartRoutine,
+    arg: *mut c_void,
+}
+
+/// Runs first on every thread created through [`pthread_create`]: give the
+/// thread an alternate signal stack (unmapped at thread exit), then run the
+/// app's start routine. This frame holds nothing with a destructor, so a
+/// forced unwind (`pthread_exit`) may pass through it.
+extern "C-unwind" fn thread_trampoline(p: *mut c_void) -> *mut c_void {
+    // SAFETY: `p` is the Box leaked by `pthread_create` below, handed to
+    // exactly this one thread.
+    let ThreadStart { start, arg } = *unsafe { Box::from_raw(p.cast::<ThreadStart>()) };
+    // Best effort: without it the thread runs as it would have anyway.
+    let _ = crashmon_handler::ensure_thread_alt_stack();
+    start(arg)
+}
+
+/// Interposes libc's `pthread_create` (in `libcrashmon.so`, which programs
+/// link or `crashmon run` preloads): every thread C code creates gets an
+/// alternate signal stack, so a stack overflow on it is reported too.
+///
+/// # Safety
+/// The contract of `pthread_create(3)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pthread_create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    start: StartRoutine,
+    arg: *mut c_void,
+) -> c_int {
+    let Some(real) = real_pthread_create() else { return libc::EAGAIN };
+    let boxed = Box::into_raw(Box::new(ThreadStart { start, arg }));
+    // SAFETY: the caller's arguments, with our trampoline and its box.
+    let rc = unsafe { real(thread, attr, thread_trampoline, boxed.cast()) };
+    if rc != 0 {
+        // SAFETY: the thread was not created, so the box is still ours.
+        drop(unsafe { Box::from_raw(boxed) });
+    }
+    rc
+}

@@ -26,6 +26,8 @@ pub mod code {
     pub const MONITOR: i32 = -4;
     /// The monitor could not write the dump.
     pub const FAILED: i32 = -5;
+    /// The handler's filter rules left the report out (counted, logged).
+    pub const FILTERED: i32 = -6;
 }
 
 /// Environment variable that makes the preloaded library install itself.
@@ -70,6 +72,7 @@ fn dump_error(e: DumpError) -> i32 {
     match e {
         DumpError::NotInstalled => fail(code::NOT_INSTALLED, e),
         DumpError::Failed(_) => fail(code::FAILED, e),
+        DumpError::Filtered(_) => fail(code::FILTERED, e),
         other => fail(code::MONITOR, other),
     }
 }
@@ -77,6 +80,23 @@ fn dump_error(e: DumpError) -> i32 {
 /// `crashmon_annotate`.
 pub fn annotate(key: &str, value: &str) -> i32 {
     match crashmon_handler::annotate(key, value) {
+        Ok(()) => code::OK,
+        Err(e) => dump_error(e),
+    }
+}
+
+/// `crashmon_breadcrumb`.
+pub fn breadcrumb(level: i32, category: &str, message: &str) -> i32 {
+    use crashmon_handler::Level;
+    let level = match level {
+        0 => Level::Trace,
+        1 => Level::Debug,
+        2 => Level::Info,
+        3 => Level::Warning,
+        4 => Level::Error,
+        other => return fail(code::INVALID, format!("breadcrumb level {other} is not one of CRASHMON_LEVEL_*")),
+    };
+    match crashmon_handler::breadcrumb(level, category, message) {
         Ok(()) => code::OK,
         Err(e) => dump_error(e),
     }

@@ -154,3 +154,26 @@ pub fn on_raw_pthread(f: fn()) {
         }
     }
 }
+
+/// `raise(SIGSEGV)`: a SIGSEGV the process sends itself (`si_code` SI_TKILL),
+/// which does not re-fault when a handler returns.
+#[inline(never)]
+pub fn raise_segv() {
+    // SAFETY: raising a signal at ourselves.
+    unsafe {
+        libc::raise(libc::SIGSEGV);
+    }
+}
+
+/// Free the same block twice: glibc's malloc detects it and calls `abort()`
+/// from inside `free` (SIGABRT, "free(): double free detected").
+#[inline(never)]
+pub fn double_free() {
+    // SAFETY: not safe at all: the second free is the heap corruption glibc
+    // must catch.
+    unsafe {
+        let p = libc::malloc(black_box(64));
+        libc::free(p);
+        libc::free(black_box(p));
+    }
+}

@@ -59,13 +59,23 @@ pub fn breadcrumb(level: Level, category: &str, message: &str) -> Result<(), Dum
 #[derive(Debug, Clone)]
 pub struct BreadcrumbLayer {
     min_level: tracing::Level,
+    error_reports: Option<crate::ErrorReports>,
 }
 
 #[cfg(feature = "tracing-layer")]
 impl BreadcrumbLayer {
     /// Record events at `min_level` and above (e.g. `tracing::Level::INFO`).
     pub fn new(min_level: tracing::Level) -> Self {
-        BreadcrumbLayer { min_level }
+        BreadcrumbLayer { min_level, error_reports: None }
+    }
+
+    /// Also turn ERROR events into handled-error reports (a dump of the
+    /// live process, filed from the logging thread, which waits for it),
+    /// deduplicated by signature (target and source location of the event)
+    /// and rate-limited by `policy`. Off unless called.
+    pub fn with_error_reports(mut self, policy: crate::ErrorReports) -> Self {
+        self.error_reports = Some(policy);
+        self
     }
 }
 
@@ -101,5 +111,103 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for BreadcrumbLayer {
             tracing::Level::ERROR => Level::Error,
         };
         let _ = breadcrumb(level, meta.target(), &text.0);
+        if let (Some(policy), tracing::Level::ERROR) = (&self.error_reports, *meta.level()) {
+            let signature = match (meta.file(), meta.line()) {
+                (Some(file), Some(line)) => format!("{}@{file}:{line}", meta.target()),
+                _ => format!("{}@{}", meta.target(), meta.name()),
+            };
+            crate::filter::report_logged_error(policy, &signature, meta.target(), &text.0);
+        }
+    }
+}
+
+/// A `log` logger that records every record at or above its level as a
+/// breadcrumb (category: the record's target), and optionally forwards
+/// every record to the application's own logger.
+#[cfg(feature = "log")]
+pub struct LogAdapter {
+    min_level: log::LevelFilter,
+    inner: Option<Box<dyn log::Log>>,
+    error_reports: Option<crate::ErrorReports>,
+}
+
+#[cfg(feature = "log")]
+impl std::fmt::Debug for LogAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogAdapter")
+            .field("min_level", &self.min_level)
+            .field("inner", &self.inner.is_some())
+            .field("error_reports", &self.error_reports)
+            .finish()
+    }
+}
+
+#[cfg(feature = "log")]
+impl LogAdapter {
+    /// Record log records at `min_level` and above as breadcrumbs.
+    pub fn new(min_level: log::LevelFilter) -> Self {
+        LogAdapter { min_level, inner: None, error_reports: None }
+    }
+
+    /// Forward every record to `inner` as well (the app's own logger).
+    pub fn with_inner(mut self, inner: Box<dyn log::Log>) -> Self {
+        self.inner = Some(inner);
+        self
+    }
+
+    /// Also turn `error!` records into handled-error reports, deduplicated
+    /// by signature (target and source location, else the message
+    /// template) and rate-limited by `policy`. Off unless called.
+    pub fn with_error_reports(mut self, policy: crate::ErrorReports) -> Self {
+        self.error_reports = Some(policy);
+        self
+    }
+
+    /// Make this the process's `log` logger (`log::set_boxed_logger`), with
+    /// the max level raised to `min_level` if needed.
+    pub fn install(self) -> Result<(), log::SetLoggerError> {
+        let level = self.min_level.max(log::max_level());
+        log::set_boxed_logger(Box::new(self))?;
+        log::set_max_level(level);
+        Ok(())
+    }
+}
+
+#[cfg(feature = "log")]
+impl log::Log for LogAdapter {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= self.min_level || self.inner.as_ref().is_some_and(|i| i.enabled(metadata))
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if let Some(inner) = &self.inner {
+            inner.log(record);
+        }
+        if record.level() > self.min_level || record.target().starts_with("crashmon") {
+            return;
+        }
+        let level = match record.level() {
+            log::Level::Trace => Level::Trace,
+            log::Level::Debug => Level::Debug,
+            log::Level::Info => Level::Info,
+            log::Level::Warn => Level::Warning,
+            log::Level::Error => Level::Error,
+        };
+        let text = record.args().to_string();
+        let _ = breadcrumb(level, record.target(), &text);
+        if let (Some(policy), log::Level::Error) = (&self.error_reports, record.level()) {
+            let signature = match (record.file(), record.line(), record.args().as_str()) {
+                (Some(file), Some(line), _) => format!("{}@{file}:{line}", record.target()),
+                (_, _, Some(template)) => format!("{}@{template}", record.target()),
+                _ => format!("{}@{text}", record.target()),
+            };
+            crate::filter::report_logged_error(policy, &signature, record.target(), &text);
+        }
+    }
+
+    fn flush(&self) {
+        if let Some(inner) = &self.inner {
+            inner.flush();
+        }
     }
 }

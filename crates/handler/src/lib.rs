@@ -19,8 +19,10 @@
 //! // ... the application runs; a crash now produces a report ...
 //! ```
 
+mod attach;
 mod breadcrumbs;
 mod connect;
+mod filter;
 mod request;
 mod signal;
 
@@ -31,14 +33,46 @@ use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+pub use attach::{AttachError, MAX_ATTACHMENTS as MAX_ATTACHED_FILES, attach_file, detach_file};
 #[cfg(feature = "tracing-layer")]
 pub use breadcrumbs::BreadcrumbLayer;
+#[cfg(feature = "log")]
+pub use breadcrumbs::LogAdapter;
 pub use breadcrumbs::{Level, breadcrumb};
+pub use filter::{ErrorReports, Filtered, ReportFilter, Stats, stats};
 pub use request::{
     DumpError, MAX_ANNOTATIONS, PanicMode, ReportId, annotate, annotations_dropped, annotations_truncated,
     remove_annotation, report_error, request_dump,
 };
 pub use signal::CONTEXT_LEN;
+
+thread_local! {
+    static THREAD_ALT_STACK: std::cell::RefCell<Option<signal::AltStack>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Give the calling thread an alternate signal stack (64 KiB and a guard
+/// page) unless it already has one that large, so that a stack overflow on
+/// this thread can still be reported. The stack is unmapped when the thread
+/// exits.
+///
+/// [`install`] does this for the thread that calls it; `std::thread`s get
+/// one from Rust's std. Threads that C code creates with `pthread_create`
+/// have none: `libcrashmon.so` (the C API, and `crashmon run`) interposes
+/// `pthread_create` and calls this at the start of every new thread; a Rust
+/// app that creates threads through C libraries can call it at the start of
+/// such threads (e.g. from a thread-start callback).
+pub fn ensure_thread_alt_stack() -> std::io::Result<()> {
+    match signal::AltStack::install() {
+        Ok(None) => Ok(()),
+        Ok(Some(stack)) => {
+            // A thread-local's destructor runs at thread exit, also when the
+            // thread ends with pthread_exit.
+            THREAD_ALT_STACK.with(|slot| *slot.borrow_mut() = Some(stack));
+            Ok(())
+        }
+        Err(errno) => Err(std::io::Error::from_raw_os_error(errno)),
+    }
+}
 
 /// Environment variable naming the `crashmon` executable to spawn as monitor.
 pub const MONITOR_ENV: &str = "CRASHMON_MONITOR";
@@ -83,6 +117,8 @@ pub struct HandlerConfig {
     pub connect_timeout: Duration,
     /// What happens on a Rust panic. Default: report it, then abort.
     pub panic: PanicMode,
+    /// Which handled errors are reported (crashes always are). Default: all.
+    pub filter: ReportFilter,
 }
 
 impl Default for HandlerConfig {
@@ -93,6 +129,7 @@ impl Default for HandlerConfig {
             reply_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             panic: PanicMode::default(),
+            filter: ReportFilter::default(),
         }
     }
 }
@@ -107,6 +144,14 @@ pub enum InstallError {
     /// A setting is out of range.
     #[error("invalid handler configuration: {0}")]
     InvalidConfig(&'static str),
+    /// The configured crash database cannot be used.
+    #[error("cannot use the crash database {path}: {reason}")]
+    Database {
+        /// The configured path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// No `crashmon` executable to spawn as monitor.
     #[error("cannot find the crashmon executable (set {MONITOR_ENV} or HandlerConfig monitor exe)")]
     MonitorNotFound,
@@ -193,6 +238,10 @@ pub fn install(config: HandlerConfig) -> Result<Guard, InstallError> {
     if config.connect_timeout.is_zero() {
         return Err(InstallError::InvalidConfig("connect_timeout must be greater than zero"));
     }
+    config.filter.validate().map_err(InstallError::InvalidConfig)?;
+    if let Some(db) = &config.database {
+        check_database(db).map_err(|reason| InstallError::Database { path: db.clone(), reason })?;
+    }
     if INSTALLED.swap(true, Ordering::SeqCst) {
         return Err(InstallError::AlreadyInstalled);
     }
@@ -203,6 +252,32 @@ pub fn install(config: HandlerConfig) -> Result<Guard, InstallError> {
             Err(e)
         }
     }
+}
+
+/// The database directory must be, or be creatable in, a writable
+/// directory: find its nearest existing ancestor and check it.
+fn check_database(db: &std::path::Path) -> Result<(), String> {
+    if db.as_os_str().is_empty() {
+        return Err("the path is empty".into());
+    }
+    let mut at = Some(db);
+    while let Some(p) = at {
+        match std::fs::metadata(p) {
+            Ok(meta) if !meta.is_dir() => return Err(format!("{} is not a directory", p.display())),
+            Ok(_) => {
+                return nix::unistd::access(p, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
+                    .map_err(|e| format!("{} is not writable: {e}", p.display()));
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+                at = p.parent().filter(|p| !p.as_os_str().is_empty());
+            }
+            Err(e) => return Err(format!("{}: {e}", p.display())),
+        }
+    }
+    // A relative path whose first component does not exist: it is created
+    // in the current directory.
+    nix::unistd::access(".", nix::unistd::AccessFlags::W_OK)
+        .map_err(|e| format!("the current directory is not writable: {e}"))
 }
 
 fn install_inner(config: HandlerConfig) -> Result<Guard, InstallError> {
@@ -221,7 +296,45 @@ fn install_inner(config: HandlerConfig) -> Result<Guard, InstallError> {
         signal: f.signal,
         source: std::io::Error::from_raw_os_error(f.errno),
     })?;
+    filter::set_filter(config.filter.clone());
     request::install_panic_hook(config.panic);
     tracing::debug!(monitor_pid = connected.monitor_pid, "crashmon handler installed");
     Ok(Guard { socket: connected.socket, monitor_pid: connected.monitor_pid, child: connected.child })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // These configurations are refused before anything is spawned or
+    // installed, so no monitor is needed.
+
+    #[test]
+    fn zero_timeouts_are_refused() {
+        let config = HandlerConfig { reply_timeout: Duration::ZERO, ..Default::default() };
+        assert!(matches!(install(config), Err(InstallError::InvalidConfig(m)) if m.contains("reply_timeout")));
+        let config = HandlerConfig { connect_timeout: Duration::ZERO, ..Default::default() };
+        assert!(matches!(install(config), Err(InstallError::InvalidConfig(m)) if m.contains("connect_timeout")));
+    }
+
+    #[test]
+    fn a_database_under_a_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("crashmon-handler-test-{}", std::process::id()));
+        std::fs::write(&dir, b"not a directory").unwrap();
+        let config = HandlerConfig { database: Some(dir.join("db")), ..Default::default() };
+        let result = install(config);
+        let _ = std::fs::remove_file(&dir);
+        match result {
+            Err(InstallError::Database { reason, .. }) => assert!(reason.contains("is not a directory"), "{reason}"),
+            other => panic!("expected a Database error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_out_of_range_sample_rate_is_refused() {
+        let filter = ReportFilter { handled_error_sample_rate: 2.0, ..Default::default() };
+        let config = HandlerConfig { filter, ..Default::default() };
+        assert!(matches!(install(config), Err(InstallError::InvalidConfig(m)) if m.contains("sample_rate")));
+        assert!(!INSTALLED.load(Ordering::SeqCst), "a refused config leaves nothing installed");
+    }
 }

@@ -45,6 +45,10 @@ pub enum DumpError {
     /// The monitor answered that it could not write the dump.
     #[error("the monitor could not write the dump (errno {0})")]
     Failed(i32),
+    /// The handler's filter rules left this handled error out (counted in
+    /// [`crate::stats`] and logged).
+    #[error("not reported: {0}")]
+    Filtered(crate::Filtered),
 }
 
 /// One normal-context request at a time (the signal path has its own
@@ -63,6 +67,16 @@ fn next_request_id() -> u32 {
 
 /// Send a dump request for the calling thread and wait for the answer.
 pub(crate) fn request(kind: proto::CrashKind, signo: i32, message: &str) -> Result<ReportId, DumpError> {
+    request_with_context(kind, signo, message, &[])
+}
+
+/// [`request`] with a crash context (raw `CrashContext` bytes, or empty).
+fn request_with_context(
+    kind: proto::CrashKind,
+    signo: i32,
+    message: &str,
+    context: &[u8],
+) -> Result<ReportId, DumpError> {
     let fd = signal::socket_fd().ok_or(DumpError::NotInstalled)?;
     let _serial = REQUESTS.lock().unwrap_or_else(|e| e.into_inner());
     let request_id = next_request_id();
@@ -74,8 +88,8 @@ pub(crate) fn request(kind: proto::CrashKind, signo: i32, message: &str) -> Resu
         pid: std::process::id(),
         tid: signal::gettid() as u32,
         address: 0,
-        context: &[],
-        message: message.as_bytes(),
+        context,
+        message: truncate_utf8(message, proto::TEXT_CAPACITY).as_bytes(),
     });
     let mut buf = vec![0u8; proto::MAX_MESSAGE_LEN];
     let n = proto::encode(&msg, &mut buf).map_err(|_| DumpError::Failed(0))?;
@@ -94,23 +108,38 @@ pub(crate) fn request(kind: proto::CrashKind, signo: i32, message: &str) -> Resu
 /// every thread (the calling thread is the one blamed) with `reason` in the
 /// report's metadata. The app keeps running. Blocks until the dump is
 /// durable or the reply timeout passes.
+///
+/// Subject to the handler's [`ReportFilter`](crate::ReportFilter) sampling:
+/// a sampled-out request returns [`DumpError::Filtered`].
 pub fn request_dump(reason: &str) -> Result<ReportId, DumpError> {
+    request_dump_filtered(None, reason)
+}
+
+/// [`request_dump`] after the filter rules (`type_name`: the error's type,
+/// for [`report_error`]).
+pub(crate) fn request_dump_filtered(type_name: Option<&str>, reason: &str) -> Result<ReportId, DumpError> {
     if signal::crash_in_progress() {
         return Err(DumpError::CrashInProgress);
     }
+    signal::socket_fd().ok_or(DumpError::NotInstalled)?;
+    crate::filter::admit(type_name, reason).map_err(DumpError::Filtered)?;
     request(proto::CrashKind::Requested, 0, reason)
 }
 
 /// File a report for an error the application handled: like
 /// [`request_dump`], with the error and its chain of sources as the reason.
-pub fn report_error(error: &(dyn std::error::Error + 'static)) -> Result<ReportId, DumpError> {
+///
+/// The error's type name (`std::any::type_name::<E>()`) is checked against
+/// [`ReportFilter::ignore_error_types`](crate::ReportFilter); an ignored or
+/// sampled-out error returns [`DumpError::Filtered`].
+pub fn report_error<E: std::error::Error + ?Sized + 'static>(error: &E) -> Result<ReportId, DumpError> {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {
         let _ = write!(text, ": {s}");
         source = s.source();
     }
-    request_dump(&text)
+    request_dump_filtered(Some(std::any::type_name::<E>()), &text)
 }
 
 /// Most annotation keys a process can set; later new keys are dropped and
@@ -241,7 +270,11 @@ pub(crate) fn install_panic_hook(mode: PanicMode) {
                 // The one fatal report of this process: claim it, so a
                 // signal on another thread cannot produce a second dump.
                 if signal::claim_fatal() {
-                    let result = request(proto::CrashKind::Panic, libc::SIGABRT, &text);
+                    // With a SIGABRT crash context, so that a monitor that
+                    // uses it writes the dump's exception as SIGABRT at the
+                    // panic (one that does not: DUMP_REQUESTED).
+                    let context = signal::abort_context_bytes();
+                    let result = request_with_context(proto::CrashKind::Panic, libc::SIGABRT, &text, &context);
                     if let Err(e) = result {
                         tracing::warn!("crashmon: panic not reported: {e}");
                     }

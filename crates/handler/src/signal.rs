@@ -30,6 +30,11 @@ struct Shared<T>(UnsafeCell<T>);
 unsafe impl<T> Sync for Shared<T> {}
 
 static SOCKET_FD: AtomicI32 = AtomicI32::new(-1);
+/// The pid that installed the handler: a forked child (same handlers, same
+/// socket) must not speak on its parent's connection.
+static INSTALL_PID: AtomicI32 = AtomicI32::new(0);
+/// Crashes declined because they happened in a forked child.
+static FORKED_CHILD_CRASHES: AtomicU32 = AtomicU32::new(0);
 static REPLY_TIMEOUT_MS: AtomicU32 = AtomicU32::new(10_000);
 static HANDLERS_ACTIVE: AtomicBool = AtomicBool::new(false);
 /// 0 while no crash is being handled, else the tid of the thread handling it.
@@ -62,6 +67,7 @@ pub(crate) struct SigactionFailed {
 /// previous dispositions.
 pub(crate) fn install(fd: c_int, reply_timeout_ms: u32) -> Result<(), SigactionFailed> {
     SOCKET_FD.store(fd, Ordering::SeqCst);
+    INSTALL_PID.store(getpid(), Ordering::SeqCst);
     REPLY_TIMEOUT_MS.store(reply_timeout_ms.max(1), Ordering::SeqCst);
     CRASHING_TID.store(0, Ordering::SeqCst);
     DUMP_DONE.store(0, Ordering::SeqCst);
@@ -91,7 +97,7 @@ pub(crate) fn install(fd: c_int, reply_timeout_ms: u32) -> Result<(), SigactionF
 /// The connected monitor socket, if the handler is installed.
 pub(crate) fn socket_fd() -> Option<c_int> {
     let fd = SOCKET_FD.load(Ordering::SeqCst);
-    (fd >= 0 && HANDLERS_ACTIVE.load(Ordering::SeqCst)).then_some(fd)
+    (fd >= 0 && HANDLERS_ACTIVE.load(Ordering::SeqCst) && INSTALL_PID.load(Ordering::SeqCst) == getpid()).then_some(fd)
 }
 
 /// The configured reply timeout.
@@ -145,42 +151,88 @@ fn restore_previous() {
 }
 
 /// Make sure the calling thread has an alternate signal stack of at least
-/// [`ALT_STACK_SIZE`], so a stack overflow can still be handled.
+/// [`ALT_STACK_SIZE`], so a stack overflow can still be handled. The stack
+/// is kept until the thread exits (the main thread's: forever).
 pub(crate) fn ensure_alt_stack() -> Result<(), i32> {
-    // SAFETY: sigaltstack/mmap/mprotect with valid pointers; the mapping is
-    // leaked on purpose (the thread may use it until it exits).
-    unsafe {
-        let mut current: libc::stack_t = core::mem::zeroed();
-        if libc::sigaltstack(ptr::null(), &mut current) == 0
-            && current.ss_flags & libc::SS_DISABLE == 0
-            && current.ss_size >= ALT_STACK_SIZE
-        {
-            return Ok(());
-        }
-        let page = libc::sysconf(libc::_SC_PAGESIZE).max(4096) as usize;
-        let len = ALT_STACK_SIZE + page;
-        let mem = libc::mmap(
-            ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        );
-        if mem == libc::MAP_FAILED {
-            return Err(*libc::__errno_location());
-        }
-        // Guard page at the low end: an overflow of the handler itself faults
-        // instead of scribbling over other memory.
-        libc::mprotect(mem, page, libc::PROT_NONE);
-        let stack = libc::stack_t { ss_sp: mem.cast::<u8>().add(page).cast(), ss_flags: 0, ss_size: ALT_STACK_SIZE };
-        if libc::sigaltstack(&stack, ptr::null_mut()) != 0 {
-            let errno = *libc::__errno_location();
-            libc::munmap(mem, len);
-            return Err(errno);
-        }
+    if let Some(stack) = AltStack::install()? {
+        core::mem::forget(stack);
     }
     Ok(())
+}
+
+/// An alternate signal stack this crate mapped for the calling thread: a
+/// guard page below [`ALT_STACK_SIZE`] bytes of stack. Dropping it (on the
+/// same thread) disables it, if it is still the thread's, and unmaps it.
+#[derive(Debug)]
+pub struct AltStack {
+    mem: *mut c_void,
+    len: usize,
+}
+
+impl AltStack {
+    /// Give the calling thread an alternate signal stack unless it already
+    /// has one of at least [`ALT_STACK_SIZE`] bytes (then `Ok(None)`).
+    /// Errors are errno values.
+    pub(crate) fn install() -> Result<Option<AltStack>, i32> {
+        // SAFETY: sigaltstack/mmap/mprotect with valid pointers.
+        unsafe {
+            let mut current: libc::stack_t = core::mem::zeroed();
+            if libc::sigaltstack(ptr::null(), &mut current) == 0
+                && current.ss_flags & libc::SS_DISABLE == 0
+                && current.ss_size >= ALT_STACK_SIZE
+            {
+                return Ok(None);
+            }
+            let page = libc::sysconf(libc::_SC_PAGESIZE).max(4096) as usize;
+            let len = ALT_STACK_SIZE + page;
+            let mem = libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            );
+            if mem == libc::MAP_FAILED {
+                return Err(*libc::__errno_location());
+            }
+            // Guard page at the low end: an overflow of the handler itself
+            // faults instead of scribbling over other memory.
+            libc::mprotect(mem, page, libc::PROT_NONE);
+            let stack =
+                libc::stack_t { ss_sp: mem.cast::<u8>().add(page).cast(), ss_flags: 0, ss_size: ALT_STACK_SIZE };
+            if libc::sigaltstack(&stack, ptr::null_mut()) != 0 {
+                let errno = *libc::__errno_location();
+                libc::munmap(mem, len);
+                return Err(errno);
+            }
+            Ok(Some(AltStack { mem, len }))
+        }
+    }
+}
+
+impl Drop for AltStack {
+    fn drop(&mut self) {
+        // SAFETY: sigaltstack with valid pointers; the mapping is ours and
+        // no longer the thread's signal stack when it is unmapped.
+        unsafe {
+            let mut current: libc::stack_t = core::mem::zeroed();
+            if libc::sigaltstack(ptr::null(), &mut current) == 0 {
+                let ours = current.ss_sp.cast::<u8>() >= self.mem.cast::<u8>()
+                    && current.ss_sp.cast::<u8>() < self.mem.cast::<u8>().add(self.len);
+                if ours {
+                    if current.ss_flags & libc::SS_ONSTACK != 0 {
+                        // Running on it (cannot happen outside a handler):
+                        // leak rather than pull the stack from under us.
+                        return;
+                    }
+                    let disable = libc::stack_t { ss_sp: ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
+                    libc::sigaltstack(&disable, ptr::null_mut());
+                }
+            }
+            libc::munmap(self.mem, self.len);
+        }
+    }
 }
 
 pub(crate) fn gettid() -> i32 {
@@ -237,19 +289,34 @@ fn refaults(sig: c_int, code: c_int) -> bool {
 }
 
 /// Restore the previous dispositions and arrange for `sig` to be delivered
-/// again once the handler returns.
+/// again once the handler returns, so the process dies by its own signal.
 ///
-/// When `dumped`, the crash has been filed and the process must die by its
-/// own signal, so `sig` gets the default action rather than the previous
-/// handler (Rust's std, for one, turns a stack overflow it sees into an
-/// abort). Otherwise the previous handler gets its chance.
-fn restore_and_reraise(sig: c_int, info: *mut siginfo_t, dumped: bool) {
+/// When not `dumped` (we declined: no monitor, a forked child, a second
+/// crash), the previous disposition simply takes over: the kernel delivers
+/// the re-raised or re-faulting signal to it.
+///
+/// When `dumped`, a previous handler that is a function is called directly
+/// (chaining: an app's own crash handler still runs), then the default
+/// action is set so the process dies by `sig` even if that handler returns.
+/// One exception: a stack overflow skips the previous handler, because
+/// Rust's std turns the overflow it sees into SIGABRT.
+///
+/// # Safety
+/// `info` and `uc` are the kernel-provided arguments of the signal being
+/// handled.
+unsafe fn restore_and_reraise(sig: c_int, info: *mut siginfo_t, uc: *mut c_void, dumped: bool) {
     restore_previous();
-    if dumped {
-        set_default(sig);
-    }
     // SAFETY: `info` is the kernel-provided siginfo for this signal.
     let code = unsafe { (*info).si_code };
+    if dumped {
+        // SAFETY: per the contract.
+        if !unsafe { is_stack_overflow(sig, info, uc) } {
+            // SAFETY: per the contract; the previous action was saved by
+            // `install` and is valid.
+            unsafe { call_previous(sig, info, uc) };
+        }
+        set_default(sig);
+    }
     if refaults(sig, code) {
         return;
     }
@@ -264,8 +331,115 @@ fn restore_and_reraise(sig: c_int, info: *mut siginfo_t, dumped: bool) {
     }
 }
 
+/// Call the handler that was installed before ours for `sig`, if it is a
+/// function (not SIG_DFL / SIG_IGN).
+///
+/// # Safety
+/// As [`restore_and_reraise`].
+unsafe fn call_previous(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
+    let Some(i) = SIGNALS.iter().position(|&s| s == sig) else { return };
+    // SAFETY: OLD_ACTIONS[i] was written by `install` before the handlers
+    // became active.
+    let old = unsafe { (*OLD_ACTIONS.0.get())[i].assume_init() };
+    let handler = old.sa_sigaction;
+    if handler == libc::SIG_DFL
+        || handler == libc::SIG_IGN
+        || handler == handle_signal as extern "C" fn(c_int, *mut siginfo_t, *mut c_void) as usize
+    {
+        return;
+    }
+    // SAFETY: the app installed this function as a handler for `sig` with
+    // these flags, so it has the matching signature.
+    unsafe {
+        if old.sa_flags & libc::SA_SIGINFO != 0 {
+            let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) = core::mem::transmute(handler);
+            f(sig, info, uc);
+        } else {
+            let f: extern "C" fn(c_int) = core::mem::transmute(handler);
+            f(sig);
+        }
+    }
+}
+
+/// A fault near the interrupted stack pointer: the thread ran out of stack.
+///
+/// # Safety
+/// As [`restore_and_reraise`].
+unsafe fn is_stack_overflow(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) -> bool {
+    const NEAR: u64 = 64 * 1024;
+    // SAFETY: per the contract.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as u64) };
+    if !(sig == libc::SIGSEGV || sig == libc::SIGBUS) || code <= 0 || uc.is_null() {
+        return false;
+    }
+    // SAFETY: `uc` is the signal's ucontext.
+    let sp = unsafe { stack_pointer(uc) };
+    addr.abs_diff(sp) < NEAR
+}
+
+/// # Safety
+/// `uc` is the signal's ucontext.
+#[cfg(target_arch = "x86_64")]
+unsafe fn stack_pointer(uc: *mut c_void) -> u64 {
+    // SAFETY: per the contract.
+    unsafe { (*uc.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RSP as usize] as u64 }
+}
+
+/// # Safety
+/// `uc` is the signal's ucontext.
+#[cfg(target_arch = "aarch64")]
+unsafe fn stack_pointer(uc: *mut c_void) -> u64 {
+    // SAFETY: per the contract.
+    unsafe { (*uc.cast::<libc::ucontext_t>()).uc_mcontext.sp }
+}
+
+/// Write `parts` to stderr with one `write` each (signal-safe).
+fn write_stderr(parts: &[&[u8]]) {
+    for p in parts {
+        // SAFETY: each slice is valid for its length.
+        unsafe { libc::write(2, p.as_ptr().cast(), p.len()) };
+    }
+}
+
+/// Decimal digits of `n` into `buf`; returns the used tail. Signal-safe.
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// How many crashes were declined because they happened in a forked child
+/// of the process that installed the handler.
+pub(crate) fn forked_child_crashes() -> u32 {
+    FORKED_CHILD_CRASHES.load(Ordering::Relaxed)
+}
+
 extern "C" fn handle_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     let tid = gettid();
+    let pid = getpid();
+    if pid != INSTALL_PID.load(Ordering::SeqCst) {
+        // A child forked without exec: the connection is the parent's, and
+        // the monitor only dumps the process it is connected to. Decline
+        // (one stderr line) and let the previous disposition end the child.
+        FORKED_CHILD_CRASHES.fetch_add(1, Ordering::Relaxed);
+        let (mut a, mut b) = ([0u8; 10], [0u8; 10]);
+        write_stderr(&[
+            b"crashmon: crash in forked child pid ",
+            decimal(pid as u32, &mut a),
+            b" (signal ",
+            decimal(sig as u32, &mut b),
+            b") not reported: the monitor serves its parent only\n",
+        ]);
+        // SAFETY: kernel-provided arguments.
+        unsafe { restore_and_reraise(sig, info, uc, false) };
+        return;
+    }
     if let Err(owner) = CRASHING_TID.compare_exchange(0, tid, Ordering::SeqCst, Ordering::SeqCst) {
         if owner != tid {
             // Another thread is being dumped. Its re-raise ends the process;
@@ -276,7 +450,10 @@ extern "C" fn handle_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
             futex_wait(&DUMP_DONE, 1, 2_000);
         }
         // A crash inside our own handler, or the dumping thread is stuck.
-        restore_and_reraise(sig, info, true);
+        // SAFETY: kernel-provided arguments. Not "dumped": the previous
+        // handler must not run a second time, so go straight to default.
+        unsafe { restore_and_reraise(sig, info, uc, false) };
+        set_default(sig);
         return;
     }
     let dumped = HANDLERS_ACTIVE.load(Ordering::SeqCst)
@@ -285,7 +462,8 @@ extern "C" fn handle_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         && unsafe { report_crash(sig, info, uc, tid) };
     DUMP_DONE.store(1, Ordering::SeqCst);
     futex_wake_all(&DUMP_DONE);
-    restore_and_reraise(sig, info, dumped);
+    // SAFETY: kernel-provided arguments.
+    unsafe { restore_and_reraise(sig, info, uc, dumped) };
 }
 
 fn set_default(sig: c_int) {
@@ -477,6 +655,32 @@ pub(crate) fn wait_reply_into(fd: c_int, request_id: u32, timeout_ms: u64, buf: 
 /// Send one datagram; false if the monitor is gone. Signal-safe.
 pub(crate) fn send_datagram(fd: c_int, buf: &[u8]) -> bool {
     send_all(fd, buf)
+}
+
+/// The crash context of the calling thread as if it had sent itself
+/// SIGABRT (`si_code` SI_TKILL), for a panic's report: the dump's exception
+/// then names SIGABRT at the panic hook's frame. Normal context only (it
+/// returns a heap buffer); the raw bytes of a `CrashContext`.
+pub(crate) fn abort_context_bytes() -> Vec<u8> {
+    let mut ctx: Box<MaybeUninit<crash_context::CrashContext>> = Box::new(MaybeUninit::zeroed());
+    let p = ctx.as_mut_ptr();
+    // SAFETY: `p` points to a zeroed CrashContext (plain data, valid when
+    // zeroed); getcontext fills the ucontext of this thread.
+    unsafe {
+        if crash_context::crash_context_getcontext(&mut (*p).context) != 0 {
+            return Vec::new();
+        }
+        copy_float_state((&mut (*p).context as *mut crash_context::ucontext_t).cast(), p);
+        let si = &mut (*p).siginfo;
+        si.ssi_signo = libc::SIGABRT as u32;
+        si.ssi_code = libc::SI_TKILL;
+        si.ssi_pid = getpid() as u32;
+        // SAFETY: getuid cannot fail.
+        si.ssi_uid = libc::getuid();
+        (*p).pid = getpid();
+        (*p).tid = gettid();
+        core::slice::from_raw_parts(p.cast::<u8>(), size_of::<crash_context::CrashContext>()).to_vec()
+    }
 }
 
 /// Size of the crash context the monitor expects in a dump request.

@@ -10,20 +10,256 @@
 //! waits for a line on stdin before crashing. With `--request-dump` it first
 //! files a handled-error report, prints `requested id=ID` and keeps going. Exits 222 if it failed to crash, 1 if the handler could not
 //! be installed (with the error on stderr).
+//!
+//! Besides the demo's kinds, `--crash` takes `raise-segv` (`raise(SIGSEGV)`),
+//! `double-free` (glibc aborts inside `free`), `alloc-crash` (SIGSEGV inside
+//! the allocator while its lock is held) and `wait` (sleep until killed from
+//! outside). Reliability flags: `--count-allocs` (print
+//! `alloc-after-crash size=N` for every allocation after the crash starts),
+//! `--alloc-lock-held` (another thread holds the allocator lock during the
+//! crash), `--prev-handler` (install a SIGSEGV/SIGABRT handler before
+//! crashmon's; it prints `previous handler ran sig=N`), `--undumpable`
+//! (`PR_SET_DUMPABLE 0`), `--fork-child-first` (a forked child crashes the
+//! same way first; the parent prints `child pid=P signal=S`, then crashes),
+//! `--second-crash KIND` (another thread crashes with KIND while the first
+//! crash is handled).
+//!
+//! Reporting flags: `--ignore-error-type NAME`, `--sample-rate R` (the
+//! handler's filter), `--report-errors N` (N handled `std::io::Error`s, each
+//! printing `report-error ok id=ID` or `report-error filtered`),
+//! `--log-errors` / `--tracing-errors` (error events through the `log`
+//! adapter / the `tracing` layer with error reports on: 3 from one call
+//! site, then 2 from two others, at most 2 a minute), `--install-twice`,
+//! `--config-database PATH`; then `stats ...` is printed before the crash.
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use crashmon_handler::{HandlerConfig, MonitorConnection};
 
+mod counting_alloc {
+    //! The crasher's global allocator: the system allocator behind a spin
+    //! lock of its own (a stand-in for any allocator's lock), counting the
+    //! allocations made after [`arm`]. Each one is reported on stdout with a
+    //! raw `write`, so the report survives the crash.
+    #![allow(unsafe_code)]
+
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    static LOCKING: AtomicBool = AtomicBool::new(false);
+    static LOCK: AtomicBool = AtomicBool::new(false);
+    static CRASH_INSIDE: AtomicBool = AtomicBool::new(false);
+    /// Allocations since [`arm`].
+    pub static AFTER_CRASH: AtomicUsize = AtomicUsize::new(0);
+
+    pub struct Counting;
+
+    fn lock() {
+        while LOCK.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            std::hint::spin_loop();
+        }
+    }
+
+    fn unlock() {
+        LOCK.store(false, Ordering::Release);
+    }
+
+    fn note(size: usize) {
+        if !ARMED.load(Ordering::SeqCst) {
+            return;
+        }
+        AFTER_CRASH.fetch_add(1, Ordering::SeqCst);
+        let mut line = *b"alloc-after-crash size=0000000000\n";
+        let mut n = size;
+        for i in (23..33).rev() {
+            line[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        // SAFETY: a valid buffer; write(2) is async-signal-safe.
+        unsafe { libc::write(1, line.as_ptr().cast(), line.len()) };
+    }
+
+    // SAFETY: every method forwards to `System` with the caller's layout.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            let locking = LOCKING.load(Ordering::SeqCst);
+            if locking {
+                lock();
+                if CRASH_INSIDE.load(Ordering::SeqCst) {
+                    // SIGSEGV with the allocator lock held.
+                    crashmon_demo::trigger::segv();
+                }
+            }
+            // SAFETY: forwarded contract.
+            let p = unsafe { System.alloc(layout) };
+            if locking {
+                unlock();
+            }
+            p
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            let locking = LOCKING.load(Ordering::SeqCst);
+            if locking {
+                lock();
+            }
+            // SAFETY: forwarded contract.
+            unsafe { System.dealloc(ptr, layout) };
+            if locking {
+                unlock();
+            }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note(new_size);
+            let locking = LOCKING.load(Ordering::SeqCst);
+            if locking {
+                lock();
+            }
+            // SAFETY: forwarded contract.
+            let p = unsafe { System.realloc(ptr, layout, new_size) };
+            if locking {
+                unlock();
+            }
+            p
+        }
+    }
+
+    /// From now on every allocation is reported.
+    pub fn arm() {
+        ARMED.store(true, Ordering::SeqCst);
+    }
+
+    /// Make every allocation take the lock.
+    pub fn enable_lock() {
+        LOCKING.store(true, Ordering::SeqCst);
+    }
+
+    /// Take the allocator lock on a new thread and never give it back.
+    /// Returns once the lock is held.
+    pub fn hold_lock_forever() {
+        enable_lock();
+        let held = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&held);
+        let _ = std::thread::spawn(move || {
+            lock();
+            flag.store(true, Ordering::SeqCst);
+            loop {
+                // SAFETY: plain sleep, no allocation.
+                unsafe { libc::sleep(60) };
+            }
+        });
+        while !held.load(Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Allocate with the next allocation crashing inside the allocator
+    /// while it holds its lock.
+    pub fn crash_inside() {
+        enable_lock();
+        CRASH_INSIDE.store(true, Ordering::SeqCst);
+        std::hint::black_box(Box::new(std::hint::black_box(7u64)));
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: counting_alloc::Counting = counting_alloc::Counting;
+
+mod raw {
+    //! The few libc calls the reliability flags need.
+    #![allow(unsafe_code)]
+
+    extern "C" fn previous_handler(sig: libc::c_int, _info: *mut libc::siginfo_t, _uc: *mut libc::c_void) {
+        let mut line = *b"previous handler ran sig=00\n";
+        line[25] = b'0' + (sig / 10) as u8;
+        line[26] = b'0' + (sig % 10) as u8;
+        // SAFETY: write(2) and sigaction(2) are async-signal-safe; a zeroed
+        // sigaction with SIG_DFL is valid.
+        unsafe {
+            libc::write(1, line.as_ptr().cast(), line.len());
+            // Like many apps' handlers: do our thing, then let the default
+            // action happen.
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        }
+    }
+
+    /// Install `previous_handler` for SIGSEGV and SIGABRT.
+    pub fn install_previous_handler() {
+        // SAFETY: a valid sigaction struct pointing at a handler with the
+        // SA_SIGINFO signature.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction =
+                previous_handler as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) as usize;
+            action.sa_flags = libc::SA_SIGINFO;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGSEGV, &action, std::ptr::null_mut());
+            libc::sigaction(libc::SIGABRT, &action, std::ptr::null_mut());
+        }
+    }
+
+    /// `prctl(PR_SET_DUMPABLE, 0)`.
+    pub fn set_undumpable() -> bool {
+        // SAFETY: plain prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 }
+    }
+
+    /// `fork()` without exec; in the child run `child` (which must not
+    /// return normally: it crashes, or the child exits 222). In the parent
+    /// returns the child's pid and how it ended (`None` for an exit).
+    pub fn fork_and_wait(child: fn()) -> (i32, Option<i32>) {
+        // SAFETY: the child only runs `child` (a crash trigger) and `_exit`.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            child();
+            // SAFETY: leaving the child without running the parent's atexit.
+            unsafe { libc::_exit(222) };
+        }
+        let mut status = 0;
+        // SAFETY: valid out pointer.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
+        (pid, signal)
+    }
+}
+
 static KIND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Announce this thread and crash it with the kind stored in `KIND`.
+/// Crash kinds of the crasher only (not of `crashmon demo`).
+const EXTRA_KINDS: [&str; 4] = ["raise-segv", "double-free", "alloc-crash", "wait"];
+/// 0: a demo kind (`KIND`); i + 1: `EXTRA_KINDS[i]`.
+static EXTRA: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static COUNT_ALLOCS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Crash the way `KIND` / `EXTRA` say.
+fn crash_selected() {
+    if COUNT_ALLOCS.load(std::sync::atomic::Ordering::SeqCst) {
+        println!("armed");
+        let _ = std::io::stdout().flush();
+        counting_alloc::arm();
+    }
+    match EXTRA.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => crashmon_demo::crash(crashmon_demo::Kind::ALL[KIND.load(std::sync::atomic::Ordering::SeqCst)].1),
+        i => match EXTRA_KINDS[i - 1] {
+            "raise-segv" => crashmon_demo::trigger::raise_segv(),
+            "double-free" => crashmon_demo::trigger::double_free(),
+            "alloc-crash" => counting_alloc::crash_inside(),
+            _ => loop {
+                std::thread::sleep(Duration::from_secs(60));
+            },
+        },
+    }
+}
+
+/// Announce this thread and crash it with the selected kind.
 fn crash_here() {
-    let kind = crashmon_demo::Kind::ALL[KIND.load(std::sync::atomic::Ordering::SeqCst)].1;
     println!("crashing tid={}", nix::unistd::gettid());
     let _ = std::io::stdout().flush();
-    crashmon_demo::crash(kind);
+    crash_selected();
 }
 
 /// With `CRASHER_TIMELINE` set, print a wall-clock timestamp for `what` on
@@ -45,12 +281,51 @@ fn main() {
     let mut request_dump = false;
     let mut no_handler = false;
     let mut annotations: Vec<(String, String)> = Vec::new();
+    // Monitor tests: `--attach PATH` (repeatable), `--threads N` idle
+    // threads each holding `--thread-stack-kib K` of used stack,
+    // `--heap-mib M` of reserved heap.
+    let mut attach: Vec<String> = Vec::new();
+    let mut idle_threads = 0usize;
+    let mut thread_stack_kib = 0usize;
+    let mut heap_mib = 0usize;
     let mut breadcrumbs = 0usize;
     let mut tracing_breadcrumbs = 0usize;
+    let mut extra = None;
+    let mut alloc_lock_held = false;
+    let mut prev_handler = false;
+    let mut undumpable = false;
+    let mut fork_child_first = false;
+    let mut second_crash = None;
+    let mut second_delay_ms = 5u64;
+    let mut ignore_types: Vec<String> = Vec::new();
+    let mut sample_rate = None;
+    let mut report_errors = 0usize;
+    let mut log_errors = false;
+    let mut tracing_errors = false;
+    let mut install_twice = false;
+    let mut config_database = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--crash" => kind = args.next().and_then(|k| crashmon_demo::Kind::from_name(&k)),
+            "--crash" => {
+                let k = args.next().unwrap_or_default();
+                extra = EXTRA_KINDS.iter().position(|e| *e == k);
+                kind = crashmon_demo::Kind::from_name(&k).or(extra.map(|_| crashmon_demo::Kind::Segv));
+            }
+            "--count-allocs" => COUNT_ALLOCS.store(true, std::sync::atomic::Ordering::SeqCst),
+            "--alloc-lock-held" => alloc_lock_held = true,
+            "--prev-handler" => prev_handler = true,
+            "--undumpable" => undumpable = true,
+            "--fork-child-first" => fork_child_first = true,
+            "--second-crash" => second_crash = args.next().and_then(|k| crashmon_demo::Kind::from_name(&k)),
+            "--ignore-error-type" => ignore_types.push(args.next().unwrap_or_default()),
+            "--sample-rate" => sample_rate = args.next().and_then(|r| r.parse::<f64>().ok()),
+            "--report-errors" => report_errors = args.next().and_then(|n| n.parse().ok()).unwrap_or(0),
+            "--log-errors" => log_errors = true,
+            "--tracing-errors" => tracing_errors = true,
+            "--install-twice" => install_twice = true,
+            "--config-database" => config_database = args.next(),
+            "--second-delay-ms" => second_delay_ms = args.next().and_then(|n| n.parse().ok()).unwrap_or(5),
             "--socket" => socket = args.next(),
             "--wait-stdin" => wait_stdin = true,
             "--request-dump" => request_dump = true,
@@ -63,6 +338,10 @@ fn main() {
                 annotations.push((k.to_owned(), v.to_owned()));
             }
             "--on" => on = args.next().unwrap_or_default(),
+            "--attach" => attach.extend(args.next()),
+            "--threads" => idle_threads = args.next().and_then(|n| n.parse().ok()).unwrap_or(0),
+            "--thread-stack-kib" => thread_stack_kib = args.next().and_then(|n| n.parse().ok()).unwrap_or(0),
+            "--heap-mib" => heap_mib = args.next().and_then(|n| n.parse().ok()).unwrap_or(0),
             "--reply-timeout-ms" => reply_timeout = args.next().and_then(|v| v.parse::<u64>().ok()),
             other => {
                 eprintln!("crasher: unknown argument {other}");
@@ -79,6 +358,9 @@ fn main() {
         crashmon_demo::crash(kind);
         std::process::exit(crashmon_demo::FAILED_TO_CRASH);
     }
+    if prev_handler {
+        raw::install_previous_handler();
+    }
     let mut config = HandlerConfig::default();
     if let Some(path) = socket {
         config.monitor = MonitorConnection::Socket(path.into());
@@ -86,6 +368,12 @@ fn main() {
     if let Some(ms) = reply_timeout {
         config.reply_timeout = Duration::from_millis(ms);
     }
+    config.filter.ignore_error_types = ignore_types;
+    if let Some(rate) = sample_rate {
+        config.filter.handled_error_sample_rate = rate;
+    }
+    config.database = config_database.map(Into::into);
+    let again = config.clone();
     let guard = match crashmon_handler::install(config) {
         Ok(g) => g,
         Err(e) => {
@@ -95,6 +383,16 @@ fn main() {
     };
     let tid = nix::unistd::gettid();
     mark("installed");
+    if install_twice {
+        match crashmon_handler::install(again) {
+            Ok(_) => println!("second install: ok"),
+            Err(e) => println!("second install: {e:?}"),
+        }
+    }
+    if undumpable && !raw::set_undumpable() {
+        eprintln!("crasher: PR_SET_DUMPABLE failed");
+        std::process::exit(1);
+    }
     for (k, v) in &annotations {
         // A value of "<remove>" removes the key again; "<big>" is 30 KiB.
         let result = match v.as_str() {
@@ -106,6 +404,23 @@ fn main() {
             eprintln!("crasher: annotate {k}: {e}");
         }
     }
+    for path in &attach {
+        if let Err(e) = crashmon_handler::attach_file(path) {
+            eprintln!("crasher: attach {path}: {e}");
+        }
+    }
+    let heap: Vec<u8> = Vec::with_capacity(heap_mib << 20);
+    let idle: Vec<_> = (0..idle_threads)
+        .filter_map(|_| {
+            std::thread::Builder::new()
+                .stack_size((thread_stack_kib + 64) << 10)
+                // Used stack the dump copies, then wait to be dumped.
+                .spawn(move || hold_stack(thread_stack_kib))
+                .ok()
+        })
+        .collect();
+    std::mem::forget(idle);
+    std::hint::black_box(&heap);
     println!("ready pid={} tid={} monitor={}", std::process::id(), tid, guard.monitor_pid());
     let _ = std::io::stdout().flush();
     if wait_stdin {
@@ -130,6 +445,54 @@ fn main() {
             tracing::error!("payment backend unreachable");
         });
     }
+    for _ in 0..report_errors {
+        let error = std::io::Error::other("disk on fire");
+        match crashmon_handler::report_error(&error) {
+            Ok(id) => println!("report-error ok id={id}"),
+            Err(crashmon_handler::DumpError::Filtered(_)) => println!("report-error filtered"),
+            Err(e) => println!("report-error error={e}"),
+        }
+    }
+    if log_errors {
+        let policy = crashmon_handler::ErrorReports { max_per_minute: 2, ..Default::default() };
+        let adapter = crashmon_handler::LogAdapter::new(log::LevelFilter::Info).with_error_reports(policy);
+        if let Err(e) = adapter.install() {
+            eprintln!("crasher: log adapter: {e}");
+        }
+        log::debug!("below the adapter's level: not recorded");
+        log::info!("opening the ledger");
+        for i in 0..3 {
+            log::error!("ledger write failed (attempt {i})");
+        }
+        log::error!("ledger index corrupt");
+        log::error!("ledger backup missing");
+    }
+    if tracing_errors {
+        use tracing_subscriber::layer::SubscriberExt;
+        let policy = crashmon_handler::ErrorReports { max_per_minute: 2, ..Default::default() };
+        let layer = crashmon_handler::BreadcrumbLayer::new(tracing::Level::INFO).with_error_reports(policy);
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("opening the ledger");
+            for i in 0..3 {
+                tracing::error!(attempt = i, "ledger write failed");
+            }
+            tracing::error!("ledger index corrupt");
+            tracing::error!("ledger backup missing");
+        });
+    }
+    if report_errors > 0 || log_errors || tracing_errors {
+        let s = crashmon_handler::stats();
+        println!(
+            "stats filtered_by_type={} sampled_out={} reported={} deduplicated={} rate_limited={}",
+            s.filtered_by_type,
+            s.sampled_out,
+            s.error_events_reported,
+            s.error_events_deduplicated,
+            s.error_events_rate_limited
+        );
+        let _ = std::io::stdout().flush();
+    }
     if request_dump {
         match crashmon_handler::request_dump("crasher: handled error before the crash") {
             Ok(id) => println!("requested id={id}"),
@@ -139,8 +502,34 @@ fn main() {
     }
     let index = crashmon_demo::Kind::ALL.iter().position(|(_, k)| *k == kind).unwrap_or(0);
     KIND.store(index, std::sync::atomic::Ordering::SeqCst);
+    EXTRA.store(extra.map_or(0, |i| i + 1), std::sync::atomic::Ordering::SeqCst);
+    if fork_child_first {
+        let (pid, signal) = raw::fork_and_wait(crash_selected);
+        println!("child pid={pid} signal={}", signal.unwrap_or(0));
+        let _ = std::io::stdout().flush();
+    }
+    // RELIABILITY A6: another thread crashes while the first crash is being
+    // handled (it was started before, so nothing allocates at crash time).
+    let go = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(second) = second_crash {
+        let go = std::sync::Arc::clone(&go);
+        std::thread::spawn(move || {
+            while !go.load(std::sync::atomic::Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_millis(second_delay_ms) {
+                std::hint::spin_loop();
+            }
+            crashmon_demo::crash(second);
+        });
+    }
+    if alloc_lock_held {
+        counting_alloc::hold_lock_forever();
+    }
+    go.store(true, std::sync::atomic::Ordering::SeqCst);
     match on.as_str() {
-        "main" => crashmon_demo::crash(kind),
+        "main" => crash_selected(),
         "thread" => {
             let _ = std::thread::Builder::new().name("crasher-thread".into()).spawn(crash_here).map(|h| h.join());
         }
@@ -174,4 +563,15 @@ fn main() {
     }
     drop(guard);
     std::process::exit(crashmon_demo::FAILED_TO_CRASH);
+}
+
+/// Recurse until about `kib` KiB of stack are in use, then sleep there.
+fn hold_stack(kib: usize) {
+    let page = std::hint::black_box([1u8; 1024]);
+    if kib > 1 {
+        hold_stack(kib - 1);
+    } else {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+    std::hint::black_box(&page);
 }
