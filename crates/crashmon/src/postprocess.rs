@@ -4,10 +4,13 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use crashmon_database::{Database, ReportId, SymbolicationStatus};
+use crashmon_database::{Database, ReportId, ReportState, SymbolicationStatus};
 use crashmon_monitor::AfterCapture;
 use nix::sys::resource::{Resource, setrlimit};
 
@@ -21,24 +24,200 @@ const CPU_LIMIT_SECS: u64 = 120;
 /// Wall-clock limit after which the child is killed.
 const WALL_LIMIT: Duration = Duration::from_secs(180);
 
-/// Post-processing of each new report: `crashmon __symbolicate-report` in
-/// a limited child, the upload if a target is configured, then retention.
+/// Settings of the post-processing after each report. Plain data: the CLI
+/// maps flags and config keys onto it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostProcessOptions {
+    /// Retention applied while the monitor runs.
+    pub retention: crashmon_database::Retention,
+    /// Reports waiting for symbolication at most; a report beyond that is
+    /// filed without symbolication (recorded in its metadata) — the
+    /// backpressure of a crash loop.
+    pub queue_capacity: usize,
+    /// Retention runs at most this often (it lists the whole database).
+    pub prune_interval: Duration,
+    /// Reports to filter after symbolication (by signature).
+    pub filters: crashmon_monitor::FilterRules,
+}
+
+impl Default for PostProcessOptions {
+    fn default() -> Self {
+        PostProcessOptions {
+            retention: crate::cmd::prune::default_retention(),
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            prune_interval: Duration::from_secs(1),
+            filters: crashmon_monitor::FilterRules::default(),
+        }
+    }
+}
+
+/// Default of [`PostProcessOptions::queue_capacity`].
+pub const DEFAULT_QUEUE_CAPACITY: usize = 16;
+
+/// Post-processing of each new report, off the connection's thread: one
+/// worker runs `crashmon __symbolicate-report` in a limited child, applies
+/// signature filters and uploads if a target is configured. The queue in
+/// front of it is bounded; retention runs at most once per
+/// [`PostProcessOptions::prune_interval`].
 #[derive(Debug)]
 pub struct PostProcess {
+    shared: Arc<Shared>,
+    queue: Mutex<Option<SyncSender<ReportId>>>,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct Shared {
     exe: PathBuf,
     upload: Option<(crashmon_uploader::Target, crashmon_uploader::UploadOptions)>,
+    options: PostProcessOptions,
+    last_prune: Mutex<Option<Instant>>,
+    stopping: AtomicBool,
+    skipped: AtomicU64,
+    filtered: AtomicU64,
 }
 
 impl PostProcess {
     /// Use the running `crashmon` executable as the child; upload to
     /// `upload` afterwards when given.
-    pub fn new(upload: Option<(crashmon_uploader::Target, crashmon_uploader::UploadOptions)>) -> anyhow::Result<Self> {
+    pub fn new(
+        upload: Option<(crashmon_uploader::Target, crashmon_uploader::UploadOptions)>,
+        options: PostProcessOptions,
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the crashmon executable")?;
-        Ok(PostProcess { exe, upload })
+        Ok(PostProcess {
+            shared: Arc::new(Shared {
+                exe,
+                upload,
+                options,
+                last_prune: Mutex::new(None),
+                stopping: AtomicBool::new(false),
+                skipped: AtomicU64::new(0),
+                filtered: AtomicU64::new(0),
+            }),
+            queue: Mutex::new(None),
+            worker: Mutex::new(None),
+        })
+    }
+
+    /// The queue, starting the worker on first use.
+    fn sender(&self, db: &Database) -> Option<SyncSender<ReportId>> {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.is_none() && !self.shared.stopping.load(Ordering::SeqCst) {
+            let (tx, rx) = std::sync::mpsc::sync_channel(self.shared.options.queue_capacity.max(1));
+            let shared = Arc::clone(&self.shared);
+            let db = db.clone();
+            match std::thread::Builder::new().name("crashmon-postprocess".into()).spawn(move || {
+                for id in rx {
+                    if shared.stopping.load(Ordering::SeqCst) {
+                        shared.skip(&db, id, "the monitor stopped before symbolicating it");
+                        continue;
+                    }
+                    shared.process(&db, id);
+                }
+            }) {
+                Ok(handle) => {
+                    *self.worker.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+                    *queue = Some(tx);
+                }
+                Err(e) => tracing::error!("cannot start the post-processing worker: {e}"),
+            }
+        }
+        queue.clone()
+    }
+}
+
+impl Shared {
+    /// Record that `id` was filed without symbolication.
+    fn skip(&self, db: &Database, id: ReportId, why: &str) {
+        let n = self.skipped.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::warn!(report = %id, skipped = n, "symbolication skipped: {why}");
+        let reason = format!("skipped: {why}; `crashmon show` symbolicates it on demand");
+        self.record_symbolication(db, id, SymbolicationStatus::Failed { reason });
+    }
+
+    fn record_symbolication(&self, db: &Database, id: ReportId, status: SymbolicationStatus) {
+        if let Ok(entry) = db.find(&id.to_string()) {
+            let mut metadata = entry.metadata;
+            metadata.symbolication = Some(status);
+            if let Err(e) = db.update_metadata(id, &metadata) {
+                tracing::warn!(report = %id, "cannot record the symbolication status: {e}");
+            }
+        }
+    }
+
+    /// Symbolicate, filter, upload.
+    fn process(&self, db: &Database, id: ReportId) {
+        let started = Instant::now();
+        match self.run_child(db, id) {
+            Ok(()) => tracing::info!(report = %id, ms = started.elapsed().as_millis() as u64, "symbolicated"),
+            Err(reason) => {
+                tracing::warn!(report = %id, "{reason}");
+                self.record_symbolication(db, id, SymbolicationStatus::Failed { reason });
+            }
+        }
+        if self.filter_by_signature(db, id) {
+            return;
+        }
+        // The raw dump is uploadable even if symbolication failed.
+        if let Some((target, options)) = &self.upload {
+            match crashmon_uploader::upload_report(db, id, target, options, &crashmon_uploader::SystemClock) {
+                Ok(outcome) if outcome.is_success() => tracing::info!(report = %id, %target, "{outcome}"),
+                Ok(outcome) => tracing::warn!(report = %id, %target, "{outcome}"),
+                Err(e) => tracing::warn!(report = %id, %target, "upload: {e}"),
+            }
+        }
+    }
+
+    /// Apply the signature rules; true if the report was filtered (moved
+    /// to failed/ with the rule recorded).
+    fn filter_by_signature(&self, db: &Database, id: ReportId) -> bool {
+        if self.options.filters.ignore_signatures.is_empty() {
+            return false;
+        }
+        let Ok(entry) = db.find(&id.to_string()) else { return false };
+        let signature = match entry.read_report() {
+            Ok(Some(bytes)) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("signature").and_then(|s| s.as_str()).map(str::to_owned)),
+            _ => None,
+        };
+        let Some(signature) = signature else { return false };
+        let Some(rule) = self.options.filters.match_signature(&signature) else { return false };
+        let mut metadata = entry.metadata;
+        metadata.filtered = Some(rule.clone());
+        metadata.failure = Some(format!("filtered: {rule}"));
+        let moved = db.update_metadata(id, &metadata).and_then(|()| db.transition(id, ReportState::Failed));
+        let n = self.filtered.fetch_add(1, Ordering::Relaxed) + 1;
+        match moved {
+            Ok(()) => tracing::info!(report = %id, rule, signature, filtered = n, "report filtered; moved to failed/"),
+            Err(e) => tracing::warn!(report = %id, rule, "report filtered, but cannot move it to failed/: {e}"),
+        }
+        true
+    }
+
+    /// Retention, at most once per interval: a crash loop cannot fill the
+    /// disk, and does not pay a full listing of the database per crash.
+    fn maybe_prune(&self, db: &Database, force: bool) {
+        let Ok(mut last) = self.last_prune.try_lock() else { return };
+        if !force && last.is_some_and(|t| t.elapsed() < self.options.prune_interval) {
+            return;
+        }
+        *last = Some(Instant::now());
+        match db.prune(&self.options.retention, crate::cmd::prune::now_ms()) {
+            Ok(s) if s.removed > 0 => tracing::info!(removed = s.removed, freed = s.bytes_freed, "retention applied"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("retention: {e}"),
+        }
     }
 
     fn run_child(&self, db: &Database, id: ReportId) -> Result<(), String> {
-        let mut child = Command::new(&self.exe)
+        let mut child = Command::new(&self.exe);
+        if let Some(f) = &crate::config::global().file {
+            // The child reads the monitor's configuration ([symbols]).
+            child.arg("--config").arg(std::path::absolute(&f.value).unwrap_or_else(|_| f.value.clone()));
+        }
+        let mut child = child
             .arg("--database")
             .arg(db.root())
             .arg("__symbolicate-report")
@@ -88,34 +267,36 @@ impl PostProcess {
 
 impl AfterCapture for PostProcess {
     fn after_capture(&self, db: &Database, id: ReportId) {
-        let started = Instant::now();
-        match self.run_child(db, id) {
-            Ok(()) => tracing::info!(report = %id, ms = started.elapsed().as_millis() as u64, "symbolicated"),
-            Err(reason) => {
-                tracing::warn!(report = %id, "{reason}");
-                if let Ok(entry) = db.find(&id.to_string()) {
-                    let mut metadata = entry.metadata;
-                    metadata.symbolication = Some(SymbolicationStatus::Failed { reason });
-                    if let Err(e) = db.update_metadata(id, &metadata) {
-                        tracing::warn!(report = %id, "cannot record the symbolication failure: {e}");
-                    }
-                }
+        match self.sender(db).map(|tx| tx.try_send(id)) {
+            Some(Ok(())) => {}
+            Some(Err(TrySendError::Full(_))) => self.shared.skip(
+                db,
+                id,
+                &format!("post-processing queue full ({} reports waiting)", self.shared.options.queue_capacity),
+            ),
+            Some(Err(TrySendError::Disconnected(_))) | None => self.shared.skip(db, id, "no post-processing worker"),
+        }
+        self.shared.maybe_prune(db, false);
+    }
+
+    fn drain(&self, timeout: Duration) {
+        // Work through the queue within `timeout`; what is left then is
+        // marked as skipped (the dumps are durable in pending/).
+        drop(self.queue.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let worker = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(worker) = worker {
+            let deadline = Instant::now() + timeout;
+            while !worker.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            self.shared.stopping.store(true, Ordering::SeqCst);
+            if worker.is_finished() {
+                let _ = worker.join();
+            } else {
+                tracing::warn!("post-processing did not finish within {}s", timeout.as_secs());
             }
         }
-        // The raw dump is uploadable even if symbolication failed.
-        if let Some((target, options)) = &self.upload {
-            match crashmon_uploader::upload_report(db, id, target, options, &crashmon_uploader::SystemClock) {
-                Ok(outcome) if outcome.is_success() => tracing::info!(report = %id, %target, "{outcome}"),
-                Ok(outcome) => tracing::warn!(report = %id, %target, "{outcome}"),
-                Err(e) => tracing::warn!(report = %id, %target, "upload: {e}"),
-            }
-        }
-        // Retention, so a crash loop cannot fill the disk.
-        match db.prune(&crate::cmd::prune::default_retention(), crate::cmd::prune::now_ms()) {
-            Ok(s) if s.removed > 0 => tracing::info!(removed = s.removed, freed = s.bytes_freed, "retention applied"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("retention: {e}"),
-        }
+        self.shared.stopping.store(true, Ordering::SeqCst);
     }
 }
 
@@ -135,11 +316,16 @@ pub fn child_main(ctx: &Context, args: ChildArgs) -> anyhow::Result<u8> {
     let db = Database::open_existing(&db_path).code(exit::USAGE)?;
     let entry = db.find(&args.id).code(exit::NO_SUCH_REPORT)?;
     let dump = entry.dump_path.clone().ok_or_else(|| anyhow::anyhow!("report {} has no dump", entry.id))?;
-    let report = crashmon_symbolicate::symbolicate_path(&dump, &crashmon_symbolicate::Options::default())
-        .code(exit::BAD_INPUT)?;
+    let report = crashmon_symbolicate::symbolicate_path(
+        &dump,
+        &crate::config::global().apply_symbols(crashmon_symbolicate::Options::default()),
+    )
+    .code(exit::BAD_INPUT)?;
     let json = serde_json::to_vec_pretty(&report)?;
     db.write_report(entry.id, &json)?;
-    let mut metadata = entry.metadata;
+    // Re-read: an uploader may have recorded attempts (or moved the report)
+    // while this child ran; writing the copy read at the start would undo it.
+    let mut metadata = db.find(&entry.id.to_string())?.metadata;
     metadata.symbolication = Some(SymbolicationStatus::Ok);
     db.update_metadata(entry.id, &metadata)?;
     Ok(exit::OK)

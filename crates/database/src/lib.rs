@@ -317,6 +317,71 @@ impl Database {
         self.root.join(ATTACHMENTS_DIR).join(id.to_string())
     }
 
+    /// Copies the application's file `source` into the attachments of
+    /// report `id` (creating `attachments/<id>/` 0700; the copy is 0600,
+    /// created with `O_EXCL|O_NOFOLLOW`). `source` is opened with
+    /// `O_NOFOLLOW|O_NONBLOCK` and must be a regular file. At most
+    /// `max_size` bytes are kept: the tail of a longer file (the end of a
+    /// log is what explains a crash). The copy is named after the file's
+    /// base name, prefixed with its index when names collide.
+    pub fn store_attachment(&self, id: ReportId, source: &Path, max_size: u64) -> Result<Attachment, DbError> {
+        use std::io::{Read, Seek, SeekFrom};
+        use std::os::unix::fs::OpenOptionsExt;
+        let parent = self.root.join(ATTACHMENTS_DIR);
+        create_dir(&parent)?;
+        validate_dir(&parent)?;
+        let dir = self.attachments_dir(id);
+        create_dir(&dir)?;
+        validate_dir(&dir)?;
+        let mut src = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+            .open(source)
+            .map_err(io_err("open attachment", source))?;
+        let meta = src.metadata().map_err(io_err("inspect attachment", source))?;
+        if !meta.is_file() {
+            return Err(io_err("open attachment", source)(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
+        let len = meta.len();
+        let truncated = len > max_size;
+        if truncated {
+            src.seek(SeekFrom::Start(len - max_size)).map_err(io_err("read attachment", source))?;
+        }
+        let base = source
+            .file_name()
+            .map(|n| n.to_string_lossy().replace(['/', '\0'], "_"))
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "attachment".into());
+        let base = base.trim_start_matches('.').to_owned();
+        let base = if base.is_empty() { "attachment".to_owned() } else { base };
+        let mut name = base.clone();
+        let mut n = 1;
+        while fs::symlink_metadata(dir.join(&name)).is_ok() {
+            name = format!("{n}-{base}");
+            n += 1;
+        }
+        let dest = dir.join(&name);
+        let mut out = create_file(&dest)?;
+        let copied = io::copy(&mut src.take(max_size), &mut out).map_err(io_err("copy attachment to", &dest))?;
+        out.sync_all().map_err(io_err("sync", &dest))?;
+        Ok(Attachment { name, size: copied, truncated })
+    }
+
+    /// Deletes the attachments of report `id` (nothing if it has none).
+    pub fn remove_attachments(&self, id: ReportId) -> Result<(), DbError> {
+        let dir = self.attachments_dir(id);
+        match fs::symlink_metadata(&dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            // remove_dir_all does not follow symlinks inside the directory.
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&dir).map_err(io_err("remove", &dir)),
+            Ok(_) => remove_file(&dir).map(|_| ()),
+            Err(e) => Err(io_err("inspect", &dir)(e)),
+        }
+    }
+
     fn dir(&self, state: ReportState) -> PathBuf {
         self.root.join(state.dir_name())
     }

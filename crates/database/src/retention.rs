@@ -127,6 +127,7 @@ impl Database {
             }
         }
         drop(lock);
+        self.remove_attachments(e.id)?;
         Ok(true)
     }
 }

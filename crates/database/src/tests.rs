@@ -600,3 +600,34 @@ fn prune_skips_a_report_an_uploader_holds() {
     let stats = f.db.prune(&Retention { max_count: Some(1), max_bytes: None, max_age: None }, 3_000).unwrap();
     assert_eq!((stats.removed, stats.busy), (1, 0));
 }
+
+#[test]
+fn attachments_keep_the_tail_refuse_symlinks_and_fifos_and_go_with_the_report() {
+    let f = fixture();
+    let db = &f.db;
+    let src = f.dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let id = commit(db, b"MDMP", 1);
+    let log = src.join("app.log");
+    fs::write(&log, b"0123456789").unwrap();
+    let a = db.store_attachment(id, &log, 4).unwrap();
+    assert_eq!((a.name.as_str(), a.size, a.truncated), ("app.log", 4, true));
+    let dir = db.attachments_dir(id);
+    assert_eq!(fs::read(dir.join("app.log")).unwrap(), b"6789");
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("app.log")), 0o600);
+    // Same name again: a second copy, not an overwrite.
+    let b = db.store_attachment(id, &log, 100).unwrap();
+    assert_eq!((b.name.as_str(), b.size, b.truncated), ("1-app.log", 10, false));
+    // A symlink (to a secret, say) and a FIFO are refused.
+    let secret = src.join("secret");
+    fs::write(&secret, b"secret").unwrap();
+    std::os::unix::fs::symlink(&secret, src.join("link.log")).unwrap();
+    assert!(db.store_attachment(id, &src.join("link.log"), 100).is_err());
+    nix::unistd::mkfifo(&src.join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+    assert!(db.store_attachment(id, &src.join("fifo"), 100).is_err());
+    assert_eq!(names(&dir), vec!["1-app.log".to_owned(), "app.log".to_owned()]);
+    // Retention removes them with the report.
+    db.prune(&Retention { max_count: Some(0), max_bytes: None, max_age: None }, 10).unwrap();
+    assert!(!dir.exists());
+}

@@ -35,6 +35,62 @@ pub enum CaptureError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The process could not be traced (RELIABILITY B4).
+    #[error("cannot dump pid {pid}: {refusal}")]
+    PtraceRefused {
+        /// The target.
+        pid: i32,
+        /// The errno, the detected causes and the advice.
+        refusal: crate::diagnose::PtraceRefusal,
+    },
+}
+
+impl CaptureError {
+    /// The errno to report to the client, 0 if none applies.
+    pub fn errno(&self) -> i32 {
+        match self {
+            CaptureError::PtraceRefused { refusal, .. } => refusal.errno.map_or(0, |e| e as i32),
+            CaptureError::Writer { source, .. } => io_errno(source.as_ref()).unwrap_or(0),
+            CaptureError::BadContext { .. } => libc::EINVAL,
+        }
+    }
+}
+
+/// An error and its sources, joined by `": "` (minidump-writer's own
+/// messages leave out the OS error, e.g. "Failed to write to file").
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cur = e.source();
+    }
+    text
+}
+
+/// The OS error somewhere in an error's source chain (ENOSPC, EFBIG...).
+pub fn io_errno(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(code) = e.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error) {
+            return Some(code);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// How to capture.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaptureOptions {
+    /// Size the dump should stay within (RELIABILITY A12). minidump-writer
+    /// then keeps the full stacks of the crashing thread and the first 20
+    /// threads, and at most 2 KiB of stack of every other thread.
+    pub max_dump_size: Option<u64>,
 }
 
 /// What was captured.
@@ -42,14 +98,28 @@ pub enum CaptureError {
 pub struct Capture {
     /// Bytes written.
     pub size: u64,
+    /// Threads in the dump's thread list.
+    pub threads: u32,
 }
 
 /// Write a minidump of `pid`, blaming `tid`, with the crash context the
 /// handler sent (raw bytes of `crash_context::CrashContext`, or `None` for a
 /// dump without a signal context).
-pub fn write_minidump(pid: i32, tid: i32, context: Option<&[u8]>, out: &mut File) -> Result<Capture, CaptureError> {
+///
+/// A dump in which not a single thread could be attached is not a dump:
+/// ptrace was refused, and the error says why ([`CaptureError::PtraceRefused`]).
+pub fn write_minidump(
+    pid: i32,
+    tid: i32,
+    context: Option<&[u8]>,
+    out: &mut File,
+    options: &CaptureOptions,
+) -> Result<Capture, CaptureError> {
     let mut config = MinidumpWriterConfig::new(pid, tid);
     config.stop_timeout(Duration::from_millis(100));
+    if let Some(limit) = options.max_dump_size {
+        config.set_minidump_size_limit(limit);
+    }
     if let Some(bytes) = context {
         let ctx = CrashContext::from_bytes(bytes)
             .ok_or(CaptureError::BadContext { expected: CONTEXT_LEN, actual: bytes.len() })?;
@@ -66,7 +136,12 @@ pub fn write_minidump(pid: i32, tid: i32, context: Option<&[u8]>, out: &mut File
         }
         config.set_crash_context(minidump_writer::CrashContextExt { inner: ctx });
     }
-    config.write(out).map_err(|e| CaptureError::Writer { pid, source: Box::new(e) })?;
+    let written = config.write(out).map_err(|e| CaptureError::Writer { pid, source: Box::new(e) })?;
+    let threads = crate::diagnose::thread_count(&written).unwrap_or(0);
+    if threads == 0 {
+        // minidump-writer has detached and continued the process by now.
+        return Err(CaptureError::PtraceRefused { pid, refusal: crate::diagnose::PtraceRefusal::probe(pid, tid) });
+    }
     let size = out.metadata().map(|m| m.len()).unwrap_or(0);
-    Ok(Capture { size })
+    Ok(Capture { size, threads })
 }

@@ -13,9 +13,17 @@
 //! A malformed message or a refused peer only ends that connection.
 
 pub mod capture;
+pub mod diagnose;
+pub mod filter;
 mod server;
+pub mod shutdown;
 mod sys;
 pub mod watchdog;
 
-pub use server::{AfterCapture, FAULT_ENV, Fault, MonitorConfig, MonitorError, serve_client, serve_socket};
+pub use capture::CaptureOptions;
+pub use filter::FilterRules;
+pub use server::{
+    AfterCapture, DEFAULT_MAX_ATTACHMENT_SIZE, FAULT_ENV, Fault, MAX_ATTACHMENTS, MonitorConfig, MonitorError,
+    MonitorOptions, MonitorStats, SHUTDOWN_GRACE, serve_client, serve_socket,
+};
 pub use sys::owned_from_inherited;

@@ -5,20 +5,103 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crashmon_database::{CrashInfo, CrashKind, Database, Metadata, ReportId};
 use crashmon_protocol as proto;
 use nix::sys::socket::{self, MsgFlags, sockopt};
 
-use crate::capture;
+use crate::capture::{self, CaptureOptions};
+use crate::filter::FilterRules;
 
 /// Work done after a dump is durable and the client has been answered
 /// (symbolication, upload). Runs on the connection's thread.
 pub trait AfterCapture: Send + Sync {
     /// Called once per report filed in `pending/`.
     fn after_capture(&self, db: &Database, id: ReportId);
+
+    /// The monitor is shutting down: finish (or give up) queued work within
+    /// `timeout`. The default does nothing.
+    fn drain(&self, timeout: Duration) {
+        let _ = timeout;
+    }
+}
+
+/// What the monitor does with a crash, beyond the defaults. Plain data with
+/// [`Default`]: the CLI maps flags and config keys onto it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorOptions {
+    /// Capture settings (dump size cap).
+    pub capture: CaptureOptions,
+    /// Reports to ignore.
+    pub filters: FilterRules,
+    /// Most bytes kept of each attachment (the file's tail). Default 1 MiB.
+    pub max_attachment_size: u64,
+}
+
+impl Default for MonitorOptions {
+    fn default() -> Self {
+        MonitorOptions {
+            capture: CaptureOptions::default(),
+            filters: FilterRules::default(),
+            max_attachment_size: DEFAULT_MAX_ATTACHMENT_SIZE,
+        }
+    }
+}
+
+/// Default of [`MonitorOptions::max_attachment_size`].
+pub const DEFAULT_MAX_ATTACHMENT_SIZE: u64 = 1 << 20;
+/// Most attachments a client may name.
+pub const MAX_ATTACHMENTS: usize = 16;
+
+/// Counters of a running monitor, shared by its connections.
+#[derive(Debug, Default)]
+pub struct MonitorStats {
+    /// Dumps published to `pending/`.
+    pub dumps: AtomicU64,
+    /// Crashes recorded in `failed/` without a dump.
+    pub failures: AtomicU64,
+    /// Reports filtered at capture time.
+    pub filtered: AtomicU64,
+    /// Dumps in progress, and whether new ones are refused (shutdown).
+    gate: Mutex<(usize, bool)>,
+    idle: Condvar,
+}
+
+impl MonitorStats {
+    /// Enter a dump; false once the monitor is closing.
+    fn enter(&self) -> bool {
+        let mut g = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        if g.1 {
+            return false;
+        }
+        g.0 += 1;
+        true
+    }
+
+    fn leave(&self) {
+        let mut g = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 -= 1;
+        self.idle.notify_all();
+    }
+
+    /// Refuse new dumps and wait (at most `timeout`) for those in progress.
+    /// Returns how many were still running at the deadline.
+    pub fn close_and_wait(&self, timeout: Duration) -> usize {
+        let mut g = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 = true;
+        let deadline = std::time::Instant::now() + timeout;
+        while g.0 > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            g = self.idle.wait_timeout(g, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        g.0
+    }
 }
 
 /// Settings of a monitor.
@@ -34,6 +117,10 @@ pub struct MonitorConfig {
     pub watchdog: Option<Arc<crate::watchdog::Watchdog>>,
     /// Test-only fault injection (see [`Fault`]); `None` in production.
     pub fault: Option<Fault>,
+    /// Dump size cap, filters, attachment limits.
+    pub options: MonitorOptions,
+    /// Counters (and the shutdown gate).
+    pub stats: Arc<MonitorStats>,
 }
 
 /// Points where a test can make the monitor die, to prove nothing is lost or
@@ -142,14 +229,53 @@ pub fn serve_client(config: &MonitorConfig, fd: OwnedFd) -> Result<(), MonitorEr
     Ok(())
 }
 
+/// How long a shutdown waits for dumps in progress, then for queued
+/// post-processing.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
 /// Listen on `path` and serve clients until the process is stopped.
-pub fn serve_socket(config: &MonitorConfig, path: &Path) -> Result<(), MonitorError> {
+///
+/// With `stop` (see [`crate::shutdown::TermSignals`]), SIGTERM and SIGINT
+/// shut the monitor down gracefully: it stops accepting, finishes the dumps
+/// in progress (new requests on open connections are answered with a
+/// failure), lets the post-processing hook drain, removes its socket and
+/// returns `Ok`.
+pub fn serve_socket(
+    config: &MonitorConfig,
+    path: &Path,
+    stop: Option<crate::shutdown::TermSignals>,
+) -> Result<(), MonitorError> {
     let listener = bind(path)?;
+    let bound_ino = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path).map(|m| m.ino()).ok()
+    };
     tracing::info!(socket = %path.display(), "monitor listening");
+    let stopping = Arc::new(AtomicBool::new(false));
+    if let Some(signals) = stop {
+        let stopping = Arc::clone(&stopping);
+        let raw = listener.as_raw_fd();
+        std::thread::Builder::new()
+            .name("crashmon-signals".into())
+            .spawn(move || {
+                let sig = signals.wait();
+                tracing::info!(signal = ?sig, "shutting down: no new connections");
+                stopping.store(true, Ordering::SeqCst);
+                // Wakes the accept below (EINVAL); the listener stays open
+                // until serve_socket returns.
+                // SAFETY-free: shutdown(2) on a descriptor we keep open.
+                let _ = socket::shutdown(raw, socket::Shutdown::Both);
+            })
+            .map_err(|e| MonitorError::Listen { path: path.to_path_buf(), source: e })?;
+    }
     let active = Arc::new(AtomicUsize::new(0));
     loop {
+        if stopping.load(Ordering::SeqCst) {
+            break;
+        }
         let fd = match socket::accept4(listener.as_raw_fd(), socket::SockFlag::SOCK_CLOEXEC) {
             Ok(fd) => fd,
+            Err(_) if stopping.load(Ordering::SeqCst) => break,
             Err(nix::errno::Errno::EINTR | nix::errno::Errno::ECONNABORTED) => continue,
             Err(e @ (nix::errno::Errno::EMFILE | nix::errno::Errno::ENFILE)) => {
                 tracing::warn!("accept: {e}; backing off");
@@ -179,6 +305,30 @@ pub fn serve_socket(config: &MonitorConfig, path: &Path) -> Result<(), MonitorEr
             tracing::error!("cannot start a client thread: {e}");
         }
     }
+    // Graceful shutdown.
+    let unfinished = config.stats.close_and_wait(SHUTDOWN_GRACE);
+    if unfinished > 0 {
+        tracing::warn!(unfinished, "dumps still running at the end of the shutdown grace period");
+    }
+    if let Some(hook) = &config.after_capture {
+        hook.drain(SHUTDOWN_GRACE);
+    }
+    // Remove our socket, only if it is still the one we bound.
+    let current = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path).map(|m| m.ino()).ok()
+    };
+    if current.is_some() && current == bound_ino {
+        let _ = std::fs::remove_file(path);
+    }
+    drop(listener);
+    tracing::info!(
+        dumps = config.stats.dumps.load(Ordering::Relaxed),
+        failures = config.stats.failures.load(Ordering::Relaxed),
+        filtered = config.stats.filtered.load(Ordering::Relaxed),
+        "monitor stopped"
+    );
+    Ok(())
 }
 
 fn bind(path: &Path) -> Result<OwnedFd, MonitorError> {
@@ -250,6 +400,8 @@ struct Connection<'a> {
     annotation_bytes: usize,
     /// The client's most recent breadcrumbs (at most [`MAX_BREADCRUMBS`]).
     breadcrumbs: std::collections::VecDeque<crashmon_database::Breadcrumb>,
+    /// Files to copy into each report (at most [`MAX_ATTACHMENTS`]).
+    attachments: Vec<PathBuf>,
 }
 
 /// Breadcrumbs kept per client: the newest win.
@@ -271,6 +423,7 @@ impl<'a> Connection<'a> {
             annotations: BTreeMap::new(),
             annotation_bytes: 0,
             breadcrumbs: std::collections::VecDeque::with_capacity(MAX_BREADCRUMBS),
+            attachments: Vec::new(),
         }
     }
 
@@ -327,7 +480,12 @@ impl<'a> Connection<'a> {
         match msg {
             proto::Message::Hello(h) => {
                 if h.pid as i32 != self.peer_pid {
-                    tracing::warn!(claimed = h.pid, peer_pid = self.peer_pid, "client claims another pid; dropping");
+                    tracing::warn!(
+                        claimed = h.pid,
+                        peer_pid = self.peer_pid,
+                        peer_uid = self.peer_uid,
+                        "client claims another pid; dropping"
+                    );
                     return false;
                 }
                 self.greeted = true;
@@ -380,6 +538,23 @@ impl<'a> Connection<'a> {
                 self.annotate(&a);
                 true
             }
+            proto::Message::Attach(a) => {
+                if !self.greeted {
+                    tracing::warn!(pid = self.peer_pid, "attachment before hello; dropping");
+                    return false;
+                }
+                use std::os::unix::ffi::OsStrExt;
+                let path = PathBuf::from(std::ffi::OsStr::from_bytes(a.path));
+                self.attachments.retain(|p| *p != path);
+                if !a.remove {
+                    if self.attachments.len() >= MAX_ATTACHMENTS {
+                        tracing::warn!(pid = self.peer_pid, path = %path.display(), "attachment limit reached; dropping");
+                    } else {
+                        self.attachments.push(path);
+                    }
+                }
+                true
+            }
             other => {
                 tracing::warn!(pid = self.peer_pid, "unexpected message {:?}; dropping", kind_name(&other));
                 false
@@ -418,7 +593,24 @@ impl<'a> Connection<'a> {
     }
 
     fn dump(&self, req: &proto::DumpRequest<'_>) -> bool {
+        let stats = &self.config.stats;
+        if !stats.enter() {
+            tracing::warn!(pid = self.peer_pid, "dump request while shutting down; refused");
+            return self.send(&proto::Message::DumpFailed(proto::DumpFailed {
+                request_id: req.request_id,
+                errno: libc::ESHUTDOWN,
+                reason: b"the monitor is shutting down",
+            }));
+        }
+        let ok = self.dump_entered(req);
+        stats.leave();
+        ok
+    }
+
+    fn dump_entered(&self, req: &proto::DumpRequest<'_>) -> bool {
         let db = &self.config.database;
+        let options = &self.config.options;
+        let stats = &self.config.stats;
         let pid = req.pid as i32;
         let tid = req.tid as i32;
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
@@ -428,17 +620,39 @@ impl<'a> Connection<'a> {
             breadcrumbs: self.breadcrumbs.iter().cloned().collect(),
             ..Metadata::new(ReportId::new_random(), now_ms(), pid, crash_info(req))
         };
+        // Filter rules on annotations: no dump, but a record in failed/.
+        if let Some(rule) = options.filters.match_annotations(&metadata.annotations) {
+            let count = stats.filtered.fetch_add(1, Ordering::Relaxed) + 1;
+            metadata.filtered = Some(rule.clone());
+            metadata.failure = Some(format!("filtered: {rule}"));
+            match db.record_failure(&metadata) {
+                Ok(id) => {
+                    tracing::info!(pid, report = %id, rule, filtered = count, "crash filtered; recorded in failed/")
+                }
+                Err(e) => tracing::error!(pid, rule, "crash filtered; cannot record it: {e}"),
+            }
+            let reason = format!("filtered by the monitor: {rule}");
+            return self.send(&proto::Message::DumpFailed(proto::DumpFailed {
+                request_id: req.request_id,
+                errno: 0,
+                reason: reason.as_bytes(),
+            }));
+        }
         let started = std::time::Instant::now();
-        let result = db.begin_dump().map_err(|e| e.to_string()).and_then(|mut new| {
+        let result = db.begin_dump().map_err(|e| (capture::error_chain(&e), db_errno(&e))).and_then(|mut new| {
             metadata.id = new.id;
-            let context = (req.kind == proto::CrashKind::Signal).then_some(req.context);
+            // A panic's handler sends a SIGABRT context of the panicking
+            // thread (issue 4, A4), so its dump's exception says SIGABRT.
+            let context = (req.kind == proto::CrashKind::Signal
+                || (req.kind == proto::CrashKind::Panic && !req.context.is_empty()))
+            .then_some(req.context);
             let t0 = std::time::Instant::now();
             if let Some(w) = &self.config.watchdog {
                 w.begin(pid);
             }
             let t1 = std::time::Instant::now();
             inject(self.config, Fault::DieMidDump, pid);
-            let captured = capture::write_minidump(pid, tid, context, &mut new.file);
+            let captured = capture::write_minidump(pid, tid, context, &mut new.file, &options.capture);
             if let Some(w) = &self.config.watchdog {
                 w.end(pid);
             }
@@ -450,19 +664,27 @@ impl<'a> Connection<'a> {
             match captured {
                 Ok(c) => {
                     metadata.dump_size = Some(c.size);
+                    if let Some(cap) = options.capture.max_dump_size.filter(|&cap| c.size > cap) {
+                        tracing::warn!(pid, size = c.size, cap, threads = c.threads, "the dump exceeds its size cap");
+                    }
+                    metadata.attachments = self.copy_attachments(db, new.id);
                     inject(self.config, Fault::DieBeforePublish, pid);
-                    db.commit_dump(new, &metadata).map_err(|e| e.to_string())
+                    db.commit_dump(new, &metadata).map_err(|e| {
+                        let _ = db.remove_attachments(metadata.id);
+                        (capture::error_chain(&e), db_errno(&e))
+                    })
                 }
                 Err(e) => {
                     if let Err(ae) = db.abandon_dump(new) {
                         tracing::warn!("cannot remove the partial dump: {ae}");
                     }
-                    Err(e.to_string())
+                    Err((capture::error_chain(&e), e.errno()))
                 }
             }
         });
         match result {
             Ok(id) => {
+                stats.dumps.fetch_add(1, Ordering::Relaxed);
                 inject(self.config, Fault::DieBeforeReply, pid);
                 tracing::info!(
                     pid,
@@ -482,20 +704,46 @@ impl<'a> Connection<'a> {
                 }
                 ok
             }
-            Err(reason) => {
-                tracing::error!(pid, tid, "no dump: {reason}");
+            Err((reason, errno)) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                let errno_name = (errno != 0).then(|| nix::errno::Errno::from_raw(errno).to_string());
+                tracing::error!(pid, tid, errno = errno_name.as_deref().unwrap_or("-"), "no dump: {reason}");
                 metadata.failure = Some(reason.clone());
                 if let Err(e) = db.record_failure(&metadata) {
                     tracing::error!("cannot record the failure in the database: {e}");
                 }
                 self.send(&proto::Message::DumpFailed(proto::DumpFailed {
                     request_id: req.request_id,
-                    errno: 0,
+                    errno,
                     reason: reason.as_bytes(),
                 }))
             }
         }
     }
+
+    /// Copy the client's attachments into report `id`; a file that cannot
+    /// be copied is logged and left out, never fails the dump.
+    fn copy_attachments(&self, db: &Database, id: ReportId) -> Vec<crashmon_database::Attachment> {
+        let max = self.config.options.max_attachment_size;
+        let mut out = Vec::new();
+        for path in &self.attachments {
+            match db.store_attachment(id, path, max) {
+                Ok(a) => {
+                    if a.truncated {
+                        tracing::info!(report = %id, path = %path.display(), kept = a.size, "attachment cut to its tail");
+                    }
+                    out.push(a);
+                }
+                Err(e) => tracing::warn!(report = %id, "attachment left out: {e}"),
+            }
+        }
+        out
+    }
+}
+
+/// The OS error behind a database error (ENOSPC, EFBIG...), 0 if none.
+fn db_errno(e: &crashmon_database::DbError) -> i32 {
+    capture::io_errno(e).unwrap_or(0)
 }
 
 fn kind_name(msg: &proto::Message<'_>) -> &'static str {
@@ -507,6 +755,7 @@ fn kind_name(msg: &proto::Message<'_>) -> &'static str {
         proto::Message::DumpFailed(_) => "DumpFailed",
         proto::Message::Annotate(_) => "Annotate",
         proto::Message::Breadcrumb(_) => "Breadcrumb",
+        proto::Message::Attach(_) => "Attach",
     }
 }
 
