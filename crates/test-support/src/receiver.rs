@@ -12,6 +12,13 @@
 //! trickles end when the receiver stops, and every reply carries
 //! `Connection: close`.
 //!
+//! It also acts as an HTTP proxy that tunnels to itself: a `CONNECT
+//! host:port` request is answered `200 Connection established`, recorded
+//! ([`Receiver::proxy_connects`]), and the request that follows on the same
+//! connection is served as any other. A request line in absolute form
+//! (`POST http://host/path`, as a forwarding proxy gets) is recorded with
+//! the absolute URL as its `path`.
+//!
 //! Presets reproduce the replies listed in `/work/shared/PROTOCOLS.md`:
 //! [`Reply::socorro_accepted`], [`Reply::socorro_discarded`],
 //! [`Reply::socorro_malformed`], [`Reply::too_large`],
@@ -434,6 +441,7 @@ impl ReceiverBuilder {
             replies: Mutex::new(self.replies.into()),
             default_reply: self.default_reply,
             requests: Mutex::new(Vec::new()),
+            connects: Mutex::new(Vec::new()),
             changed: Condvar::new(),
             malformed: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
@@ -455,6 +463,7 @@ struct Shared {
     replies: Mutex<VecDeque<Reply>>,
     default_reply: Option<Reply>,
     requests: Mutex<Vec<Request>>,
+    connects: Mutex<Vec<String>>,
     changed: Condvar,
     malformed: AtomicUsize,
     connections: AtomicUsize,
@@ -515,6 +524,11 @@ impl Receiver {
     /// All requests recorded so far.
     pub fn requests(&self) -> Vec<Request> {
         lock(&self.shared.requests).clone()
+    }
+
+    /// The `host:port` of every `CONNECT` request received (as a proxy).
+    pub fn proxy_connects(&self) -> Vec<String> {
+        lock(&self.shared.connects).clone()
     }
 
     /// How many requests were recorded.
@@ -587,13 +601,27 @@ fn serve(stream: TcpStream, shared: &Shared) {
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
     let Ok(mut writer) = stream.try_clone() else { return };
     let mut reader = BufReader::new(stream);
-    let request = match read_request(&mut reader, &mut writer, shared.record_limit) {
+    let mut request = match read_request(&mut reader, &mut writer, shared.record_limit) {
         Ok(request) => request,
         Err(_) => {
             shared.malformed.fetch_add(1, Ordering::SeqCst);
             return;
         }
     };
+    if request.method == "CONNECT" {
+        // A proxy tunnel to ourselves: the real request follows.
+        lock(&shared.connects).push(request.path.clone());
+        if writer.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").is_err() {
+            return;
+        }
+        request = match read_request(&mut reader, &mut writer, shared.record_limit) {
+            Ok(request) => request,
+            Err(_) => {
+                shared.malformed.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+        };
+    }
     let reply = lock(&shared.replies).pop_front();
     let reply = reply.or_else(|| shared.default_reply.clone()).unwrap_or_else(Reply::socorro_accepted_random);
     lock(&shared.requests).push(request);

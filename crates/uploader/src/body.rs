@@ -31,17 +31,47 @@ use flate2::read::GzEncoder;
 use crate::scrub::{FileRange, ScrubPlan, ScrubReader};
 
 /// The dump as it will be sent: its open (locked) file, its length and what
-/// to scrub.
+/// to scrub; and the report's attachments.
 pub(crate) struct DumpSource<'a> {
     pub(crate) file: &'a File,
     pub(crate) len: u64,
     pub(crate) plan: &'a ScrubPlan,
+    /// Open attachment files, referred to by index from
+    /// [`Segment::Attachment`].
+    pub(crate) attachments: &'a [AttachmentFile],
+    /// What to scrub in attachments (the dump's secrets, wherever they
+    /// appear: [`ScrubPlan::replacements_only`]).
+    pub(crate) attachment_plan: &'a ScrubPlan,
+}
+
+/// An attachment as it will be sent: its open file and its length.
+#[derive(Debug)]
+pub(crate) struct AttachmentFile {
+    /// Name sent (file name of the part or item).
+    pub(crate) name: String,
+    pub(crate) file: File,
+    pub(crate) len: u64,
+}
+
+fn scrubbed<'a>(file: &'a File, len: u64, plan: &'a ScrubPlan) -> Box<dyn Read + 'a> {
+    let range = FileRange::new(file, len);
+    if plan.is_empty() { Box::new(range) } else { Box::new(ScrubReader::new(range, plan)) }
 }
 
 impl DumpSource<'_> {
     fn reader(&self) -> Box<dyn Read + '_> {
-        let range = FileRange::new(self.file, self.len);
-        if self.plan.is_empty() { Box::new(range) } else { Box::new(ScrubReader::new(range, self.plan)) }
+        scrubbed(self.file, self.len, self.plan)
+    }
+
+    fn attachment(&self, index: usize) -> Box<dyn Read + '_> {
+        match self.attachments.get(index) {
+            Some(a) => scrubbed(&a.file, a.len, self.attachment_plan),
+            None => Box::new(io::empty()),
+        }
+    }
+
+    fn attachment_len(&self, index: usize) -> u64 {
+        self.attachments.get(index).map_or(0, |a| a.len)
     }
 }
 
@@ -54,6 +84,12 @@ pub(crate) enum Segment {
     Dump {
         /// Compress this segment with gzip.
         gzip: bool,
+    },
+    /// Attachment number `index` of the [`DumpSource`], streamed from its
+    /// file (scrubbing keeps its length).
+    Attachment {
+        /// Index into [`DumpSource::attachments`].
+        index: usize,
     },
 }
 
@@ -81,6 +117,7 @@ impl Body {
                     Segment::Bytes(bytes) => Box::new(bytes.as_slice()),
                     Segment::Dump { gzip: true } => encoder(dump.reader()),
                     Segment::Dump { gzip: false } => dump.reader(),
+                    Segment::Attachment { index } => dump.attachment(*index),
                 }
             })
             .collect();
@@ -110,6 +147,7 @@ impl Body {
             .map(|s| match s {
                 Segment::Bytes(bytes) => bytes.len() as u64,
                 Segment::Dump { .. } => dump.len,
+                Segment::Attachment { index } => dump.attachment_len(*index),
             })
             .sum();
         Ok((len, self.open(dump)))
@@ -213,6 +251,15 @@ impl Multipart {
         self.pending.extend_from_slice(b"\r\n");
     }
 
+    /// An attachment as a file part, `application/octet-stream`, streamed
+    /// from its file.
+    pub(crate) fn attachment(&mut self, name: &str, file_name: &str, index: usize) {
+        self.part_header(name, Some(file_name), Some("application/octet-stream"));
+        self.segments.push(Segment::Bytes(std::mem::take(&mut self.pending)));
+        self.segments.push(Segment::Attachment { index });
+        self.pending.extend_from_slice(b"\r\n");
+    }
+
     /// The finished body.
     pub(crate) fn finish(mut self, gzip: bool) -> Body {
         self.pending.extend_from_slice(format!("--{}--\r\n", self.boundary).as_bytes());
@@ -255,6 +302,16 @@ impl Envelope {
         self.pending.push(b'\n');
     }
 
+    /// Attachment number `index` as an item of `len` bytes.
+    pub(crate) fn attachment_item(&mut self, mut header: serde_json::Value, index: usize, len: u64) {
+        header["length"] = len.into();
+        self.pending.extend_from_slice(header.to_string().as_bytes());
+        self.pending.push(b'\n');
+        self.segments.push(Segment::Bytes(std::mem::take(&mut self.pending)));
+        self.segments.push(Segment::Attachment { index });
+        self.pending.push(b'\n');
+    }
+
     pub(crate) fn finish(mut self, gzip: bool) -> Body {
         self.segments.push(Segment::Bytes(self.pending));
         Body { content_type: "application/x-sentry-envelope".to_owned(), gzip, segments: self.segments }
@@ -291,7 +348,7 @@ mod tests {
     fn multipart_layout_and_length() {
         let (_dir, file) = dump_file(b"MDMPdump-bytes");
         let plan = ScrubPlan::default();
-        let dump = DumpSource { file: &file, len: 14, plan: &plan };
+        let dump = DumpSource { file: &file, len: 14, plan: &plan, attachments: &[], attachment_plan: &plan };
         let mut form = Multipart::new(&mut fastrand::Rng::with_seed(1));
         form.text("prod", "demo");
         form.text("we\"ird\nname", "v");
@@ -319,7 +376,13 @@ mod tests {
         let content: Vec<u8> = (0..500_000u32).flat_map(|i| (i / 7).to_le_bytes()).collect();
         let (_dir, file) = dump_file(&content);
         let plan = ScrubPlan::default();
-        let dump = DumpSource { file: &file, len: content.len() as u64, plan: &plan };
+        let dump = DumpSource {
+            file: &file,
+            len: content.len() as u64,
+            plan: &plan,
+            attachments: &[],
+            attachment_plan: &plan,
+        };
         let mut form = Multipart::new(&mut fastrand::Rng::with_seed(2));
         form.dump("upload_file_minidump", "x.dmp", false);
         let body = form.finish(true);
@@ -335,7 +398,7 @@ mod tests {
     fn envelope_layout() {
         let (_dir, file) = dump_file(b"MDMP1234");
         let plan = ScrubPlan::default();
-        let dump = DumpSource { file: &file, len: 8, plan: &plan };
+        let dump = DumpSource { file: &file, len: 8, plan: &plan, attachments: &[], attachment_plan: &plan };
         let mut env = Envelope::new(&serde_json::json!({"event_id": "ab"}));
         env.item(serde_json::json!({"type": "event"}), b"{}");
         env.dump_item(serde_json::json!({"type": "attachment"}), 8);
@@ -357,7 +420,7 @@ mod tests {
         file.set_len(64 << 20).unwrap();
         let file = File::open(&path).unwrap();
         let plan = ScrubPlan::default();
-        let dump = DumpSource { file: &file, len: 64 << 20, plan: &plan };
+        let dump = DumpSource { file: &file, len: 64 << 20, plan: &plan, attachments: &[], attachment_plan: &plan };
         let mut range = dump.reader();
         let mut buf = vec![0u8; 8 << 20];
         let mut total = 0u64;
@@ -376,7 +439,7 @@ mod tests {
     fn short_file_is_a_local_error() {
         let (_dir, file) = dump_file(b"1234");
         let plan = ScrubPlan::default();
-        let dump = DumpSource { file: &file, len: 10, plan: &plan };
+        let dump = DumpSource { file: &file, len: 10, plan: &plan, attachments: &[], attachment_plan: &plan };
         let mut form = Multipart::new(&mut fastrand::Rng::with_seed(3));
         form.dump("f", "f", false);
         let body = form.finish(false);

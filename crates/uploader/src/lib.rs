@@ -41,19 +41,21 @@ pub mod target;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crashmon_database::{Database, DbError, Entry, ReportId, ReportState, Settings};
+use crashmon_database::{Breadcrumb, Database, DbError, Entry, ReportId, ReportState, Settings};
 use serde::Serialize;
 
+pub use http::check_options;
 pub use reply::{Failure, Verdict};
 pub use retry::{Clock, ManualClock, SystemClock};
 pub use scrub::ScrubOptions;
 pub use state::{TargetPause, paused_targets, target_pause};
 pub use target::{Flavor, SentryDsn, SentryEndpoint, Target, TargetError};
 
-use crate::body::DumpSource;
+use crate::body::{AttachmentFile, DumpSource};
 use crate::lock::Locked;
 use crate::reply::Protocol;
 use crate::scrub::{ScrubError, ScrubPlan};
@@ -66,6 +68,16 @@ pub struct UploadOptions {
     /// reply (default 60 s, as Crashpad). A stalled or trickling server
     /// ends at this timeout and the report is retried later.
     pub timeout: Duration,
+    /// Bound on resolving the host and opening the connection, TLS
+    /// handshake and proxy negotiation included (default 10 s; never more
+    /// than `timeout`).
+    pub connect_timeout: Duration,
+    /// A proxy URL (`http://[user:password@]host:port`, or `https://`) used
+    /// for every request, in place of the environment's. Default none.
+    pub proxy: Option<String>,
+    /// A PEM file of CA certificates trusted for TLS instead of the built-in
+    /// Mozilla roots (a private collector's CA). Default none.
+    pub ca_file: Option<PathBuf>,
     /// Compress (default on): gzip the whole body (Breakpad, Sentry
     /// envelope) or the dump part (Sentry minidump endpoint).
     pub compress: bool,
@@ -84,7 +96,12 @@ pub struct UploadOptions {
     pub version: Option<String>,
     /// Most bytes of a reply body read (default 64 KiB).
     pub max_reply_bytes: usize,
-    /// Use `HTTP(S)_PROXY`/`NO_PROXY` from the environment (default true).
+    /// Use a proxy from the environment when [`proxy`](Self::proxy) is not
+    /// set (default true): for an `https` target `https_proxy`/`HTTPS_PROXY`,
+    /// for an `http` target `http_proxy` (lowercase only, as curl: CGI
+    /// servers set `HTTP_PROXY` from a request header), else
+    /// `all_proxy`/`ALL_PROXY`; not for a host matched by
+    /// `no_proxy`/`NO_PROXY`. See [`http`].
     pub use_env_proxy: bool,
     /// Seed of the jitter and multipart boundaries (default: random).
     pub rng_seed: Option<u64>,
@@ -94,6 +111,9 @@ impl Default for UploadOptions {
     fn default() -> UploadOptions {
         UploadOptions {
             timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            proxy: None,
+            ca_file: None,
             compress: true,
             scrub: ScrubOptions::default(),
             ignore_consent: false,
@@ -132,6 +152,24 @@ pub enum UploadError {
         /// The error.
         #[source]
         source: io::Error,
+    },
+    /// The proxy URL is not usable.
+    #[error("bad proxy {proxy} (from {from}): {detail}")]
+    Proxy {
+        /// The proxy, credentials removed.
+        proxy: String,
+        /// Where it came from (`--proxy`, `HTTPS_PROXY`, ...).
+        from: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The CA file cannot be read or holds no certificate.
+    #[error("cannot use the CA file {}: {detail}", .path.display())]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
     },
     /// The shared upload state (rate-limit pauses) failed.
     #[error("cannot {op} {}: {source}", .path.display())]
@@ -218,6 +256,12 @@ pub enum Outcome {
     },
     /// Not sent: the user has not enabled uploads.
     ConsentOff,
+    /// Never sent: a filter rule kept the report back (its metadata's
+    /// `filtered`); moved to `failed/` with the failure `filtered: <rule>`.
+    Filtered {
+        /// The rule.
+        rule: String,
+    },
 }
 
 impl Outcome {
@@ -269,6 +313,7 @@ impl fmt::Display for Outcome {
             Outcome::NotPending { state } => write!(f, "not pending (in {state}/)"),
             Outcome::Skipped { reason } => write!(f, "not attempted: {reason}"),
             Outcome::ConsentOff => write!(f, "not sent: uploads are disabled (crashmon consent enable)"),
+            Outcome::Filtered { rule } => write!(f, "filtered ({rule}), never sent; moved to failed/"),
         }
     }
 }
@@ -318,15 +363,49 @@ pub fn upload_pending(
     clock: &dyn Clock,
     filter: &dyn Fn(&Entry) -> bool,
 ) -> Result<Vec<ReportResult>, UploadError> {
+    upload_pending_with(db, target, options, clock, filter, &mut |_| {})
+}
+
+/// What [`upload_pending_with`] reports as it goes (e.g. for a progress
+/// bar).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BatchEvent<'a> {
+    /// The reports to consider are known.
+    Start {
+        /// How many.
+        total: usize,
+    },
+    /// One report is done with.
+    Done {
+        /// Its result.
+        result: &'a ReportResult,
+    },
+}
+
+/// [`upload_pending`], calling `on_event` before the first report and after
+/// each.
+pub fn upload_pending_with(
+    db: &Database,
+    target: &Target,
+    options: &UploadOptions,
+    clock: &dyn Clock,
+    filter: &dyn Fn(&Entry) -> bool,
+    on_event: &mut dyn FnMut(BatchEvent<'_>),
+) -> Result<Vec<ReportResult>, UploadError> {
     let run = Run::new(db, target, options, clock)?;
     let mut pending: Vec<Entry> =
         db.list()?.into_iter().filter(|e| e.state == ReportState::Pending && e.has_dump() && filter(e)).collect();
     pending.sort_by_key(|e| (e.metadata.captured_at_ms, e.id));
+    on_event(BatchEvent::Start { total: pending.len() });
     let mut stop: Option<String> = None;
     let mut results = Vec::with_capacity(pending.len());
     for entry in pending {
         if let Some(reason) = &stop {
             results.push((entry.id, Ok(Outcome::Skipped { reason: reason.clone() })));
+            if let Some(last) = results.last() {
+                on_event(BatchEvent::Done { result: last });
+            }
             continue;
         }
         let result = run.attempt(entry.id);
@@ -341,6 +420,9 @@ pub fn upload_pending(
             _ => {}
         }
         results.push((entry.id, result));
+        if let Some(last) = results.last() {
+            on_event(BatchEvent::Done { result: last });
+        }
     }
     Ok(results)
 }
@@ -368,7 +450,7 @@ impl<'a> Run<'a> {
             target,
             options,
             clock,
-            agent: http::agent(options),
+            agent: http::agent(options, target)?,
             settings: db.settings()?,
             seed: options.rng_seed.unwrap_or_else(|| fastrand::u64(..)),
         })
@@ -398,15 +480,19 @@ impl<'a> Run<'a> {
     }
 
     fn attempt(&self, id: ReportId) -> Result<Outcome, UploadError> {
-        if !self.settings.uploads_enabled && !self.options.ignore_consent {
-            return Ok(Outcome::ConsentOff);
-        }
         let entry = match self.pending_entry(id)? {
             Ok(entry) => entry,
             Err(outcome) => return Ok(outcome),
         };
-        if let Some(outcome) = self.must_wait(&entry)? {
-            return Ok(outcome);
+        // A filtered report is moved out of the way whatever the consent,
+        // backoff or pause: it will never be sent.
+        if entry.metadata.filtered.is_none() {
+            if !self.settings.uploads_enabled && !self.options.ignore_consent {
+                return Ok(Outcome::ConsentOff);
+            }
+            if let Some(outcome) = self.must_wait(&entry)? {
+                return Ok(outcome);
+            }
         }
         let dump_path = entry.dump_path.clone().ok_or(UploadError::NoDump { id })?;
         let lock = match lock::try_lock(&dump_path).map_err(|source| UploadError::Dump { id, source })? {
@@ -425,6 +511,18 @@ impl<'a> Run<'a> {
             Ok(entry) => entry,
             Err(outcome) => return Ok(outcome),
         };
+        if let Some(rule) = entry.metadata.filtered.clone() {
+            let mut metadata = entry.metadata;
+            metadata.failure = Some(format!("filtered: {rule}"));
+            metadata.upload.next_attempt_ms = None;
+            self.db.update_metadata(id, &metadata)?;
+            self.db.transition(id, ReportState::Failed)?;
+            tracing::info!(report = %id, rule = %rule, "filtered report never sent; moved to failed/");
+            return Ok(Outcome::Filtered { rule });
+        }
+        if !self.settings.uploads_enabled && !self.options.ignore_consent {
+            return Ok(Outcome::ConsentOff);
+        }
         if entry.metadata.upload.server_report_id.is_some() {
             // Accepted earlier, but the move to completed/ did not happen
             // (crash in between): finish it without sending again.
@@ -456,12 +554,27 @@ impl<'a> Run<'a> {
         if plan.secrets_found() > 0 {
             tracing::info!(report = %id, secrets = plan.secrets_found(), "scrubbing secrets from the dump");
         }
+        // Annotation values and breadcrumbs: secret-looking assignments and
+        // URL passwords, then every secret value found in the dump.
+        let scrub = &self.options.scrub;
         let annotations: BTreeMap<String, String> = entry
             .metadata
             .annotations
             .iter()
-            .map(|(k, v)| (k.clone(), self.options.scrub.scrub_annotation(k, v)))
+            .map(|(k, v)| (k.clone(), plan.scrub_text(&scrub.scrub_annotation(k, v))))
             .collect();
+        let breadcrumbs: Vec<Breadcrumb> = entry
+            .metadata
+            .breadcrumbs
+            .iter()
+            .map(|b| Breadcrumb {
+                category: plan.scrub_text(&scrub.scrub_text(&b.category)),
+                message: plan.scrub_text(&scrub.scrub_text(&b.message)),
+                ..b.clone()
+            })
+            .collect();
+        let attachments = self.open_attachments(entry);
+        let attachment_plan = plan.replacements_only();
         let report = match entry.read_report() {
             Ok(Some(bytes)) => serde_json::from_slice::<serde_json::Value>(&bytes)
                 .inspect_err(|e| tracing::warn!(report = %id, "ignoring unreadable symbolicated report: {e}"))
@@ -479,6 +592,8 @@ impl<'a> Run<'a> {
             client_id: &self.settings.client_id,
             report: report.as_ref(),
             dump_len: len,
+            breadcrumbs: &breadcrumbs,
+            attachments: &attachments,
         };
         let request = request::build(self.target, &data, self.options, &mut rng);
         let protocol = match self.target {
@@ -486,7 +601,7 @@ impl<'a> Run<'a> {
             Target::Sentry { .. } => Protocol::Sentry,
         };
         tracing::info!(report = %id, target = %self.target, bytes = len, "uploading crash report");
-        let dump = DumpSource { file, len, plan: &plan };
+        let dump = DumpSource { file, len, plan: &plan, attachments: &attachments, attachment_plan: &attachment_plan };
         let (mut verdict, pause) =
             match http::send(&self.agent, self.target, &request, &dump, self.options.max_reply_bytes) {
                 Ok(reply) => reply::classify(protocol, &reply, self.clock.now_ms()),
@@ -498,6 +613,41 @@ impl<'a> Run<'a> {
             failure.map_text(|text| self.target.redact_message(text));
         }
         Ok((verdict, pause))
+    }
+
+    /// Opens the report's attachments. One that is missing, unreadable or
+    /// badly named is left out with a warning: the dump matters more.
+    fn open_attachments(&self, entry: &Entry) -> Vec<AttachmentFile> {
+        let dir = self.db.attachments_dir(entry.id);
+        let mut out: Vec<AttachmentFile> = Vec::new();
+        for attachment in &entry.metadata.attachments {
+            let name = &attachment.name;
+            let bad_name = name.is_empty()
+                || name.starts_with('.')
+                || name.contains(['/', '\\', '\0', '"', '\r', '\n'])
+                || out.iter().any(|a| &a.name == name);
+            if bad_name {
+                tracing::warn!(report = %entry.id, attachment = %name.escape_debug(), "attachment left out: bad or repeated name");
+                continue;
+            }
+            // Never follow a symlink planted in the database.
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+                .open(dir.join(name))
+                .and_then(|file| {
+                    let meta = file.metadata()?;
+                    if !meta.is_file() {
+                        return Err(io::Error::other("not a regular file"));
+                    }
+                    Ok((file, meta.len()))
+                });
+            match opened {
+                Ok((file, len)) => out.push(AttachmentFile { name: name.clone(), file, len }),
+                Err(e) => tracing::warn!(report = %entry.id, attachment = %name, "attachment left out: {e}"),
+            }
+        }
+        out
     }
 
     /// Stores the verdict in the report's metadata and moves it on.

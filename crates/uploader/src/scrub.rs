@@ -107,12 +107,77 @@ impl ScrubOptions {
         if self.key_is_secret(key) {
             return "*".repeat(value.chars().count());
         }
-        let mut bytes = value.as_bytes().to_vec();
+        self.scrub_text(value)
+    }
+
+    /// Free text (a breadcrumb message, an annotation value) as it may be
+    /// sent: the values of secret-looking assignments and flags blanked
+    /// (`api_key=VALUE`, `--password=VALUE`, `--token VALUE`,
+    /// `Authorization: VALUE...` up to the end of the line, `?token=VALUE&`
+    /// in a URL) and URL passwords blanked, one `*` per byte. Words are
+    /// separated by whitespace and `&?;,"'`.
+    pub fn scrub_text(&self, text: &str) -> String {
+        if !self.enabled {
+            return text.to_owned();
+        }
+        let mut bytes = text.as_bytes().to_vec();
         for range in url_password_ranges(&bytes) {
             bytes[range].fill(b'*');
         }
-        // Only ASCII bytes were replaced by ASCII: still UTF-8.
-        String::from_utf8(bytes).unwrap_or_else(|_| value.to_owned())
+        let is_delim = |b: u8| b.is_ascii_whitespace() || matches!(b, b'&' | b'?' | b';' | b',' | b'"' | b'\'');
+        let words: Vec<Range<usize>> = {
+            let mut out = Vec::new();
+            let mut start = None;
+            for (i, &b) in bytes.iter().enumerate() {
+                match (is_delim(b), start) {
+                    (true, Some(s)) => {
+                        out.push(s..i);
+                        start = None;
+                    }
+                    (false, None) => start = Some(i),
+                    _ => {}
+                }
+            }
+            if let Some(s) = start {
+                out.push(s..bytes.len());
+            }
+            out
+        };
+        let mut blank: Vec<Range<usize>> = Vec::new();
+        for (n, word) in words.iter().enumerate() {
+            let w = &bytes[word.clone()];
+            let name_start = w.iter().position(|&b| b != b'-').unwrap_or(w.len());
+            if let Some(eq) = w.iter().position(|&b| b == b'=' || b == b':').filter(|&eq| eq + 1 < w.len()) {
+                // KEY=VALUE, --flag=VALUE, key:value
+                let key = String::from_utf8_lossy(&w[name_start..eq]);
+                if !key.is_empty() && self.key_is_secret(&key) {
+                    blank.push(word.start + eq + 1..word.end);
+                }
+            } else if w.len() > name_start {
+                let is_header = w.ends_with(b":");
+                let key =
+                    String::from_utf8_lossy(&w[name_start..w.len() - usize::from(is_header || w.ends_with(b"="))]);
+                if key.is_empty() || !self.key_is_secret(&key) {
+                    continue;
+                }
+                if is_header {
+                    // `Authorization: Bearer xyz`: the rest of the line.
+                    let end = bytes[word.end..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |p| word.end + p);
+                    blank.extend(words[n + 1..].iter().filter(|r| r.end <= end).cloned());
+                } else if (name_start > 0 || w.ends_with(b"="))
+                    && let Some(next) = words.get(n + 1)
+                    && !bytes[next.start..].starts_with(b"-")
+                {
+                    // `--token VALUE`, `token= VALUE`
+                    blank.push(next.clone());
+                }
+            }
+        }
+        for range in blank {
+            bytes[range].fill(b'*');
+        }
+        // Only whole words (between ASCII delimiters) were replaced by ASCII.
+        String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 }
 
@@ -252,6 +317,37 @@ impl ScrubPlan {
     /// Whether the plan changes nothing.
     pub fn is_empty(&self) -> bool {
         self.blank.is_empty() && self.replacements.is_empty()
+    }
+
+    /// The same plan without the ranges of the dump's own streams: only the
+    /// secret values (and entries) found there, to be replaced wherever they
+    /// appear in another file (an attachment).
+    pub fn replacements_only(&self) -> ScrubPlan {
+        ScrubPlan { blank: Vec::new(), replacements: self.replacements.clone() }
+    }
+
+    /// `text` with every secret value found in the dump's environment and
+    /// command line replaced by `*` (one per byte), wherever it appears, as
+    /// in the dump itself.
+    pub fn scrub_text(&self, text: &str) -> String {
+        if self.replacements.is_empty() {
+            return text.to_owned();
+        }
+        let mut bytes = text.as_bytes().to_vec();
+        let mut i = 0;
+        while i < bytes.len() {
+            // Longest first: the first pattern that matches here wins.
+            match self.replacements.iter().find(|r| bytes[i..].starts_with(&r.pattern)) {
+                Some(r) => {
+                    bytes[i..i + r.pattern.len()].copy_from_slice(&r.with);
+                    i += r.pattern.len();
+                }
+                None => i += 1,
+            }
+        }
+        // A replaced pattern may end inside a multi-byte character only if it
+        // was not UTF-8 itself; then the text is made valid again.
+        String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
     /// How many distinct secrets (ranges) the plan blanks in the streams.
@@ -588,6 +684,36 @@ mod tests {
         assert_eq!(o.scrub_annotation("api_key", "héllo"), "*****");
         assert_eq!(o.scrub_annotation("url", "https://u:pw@h/x"), "https://u:**@h/x");
         assert_eq!(ScrubOptions::disabled().scrub_annotation("api_key", "v"), "v");
+    }
+
+    #[test]
+    fn free_text() {
+        let o = opts();
+        let cases = [
+            ("login ok for user bob", "login ok for user bob"),
+            ("retry with api_key=abc123 now", "retry with api_key=****** now"),
+            ("GET /x?a=1&token=s3cr3t&b=2 done", "GET /x?a=1&token=******&b=2 done"),
+            ("run --password=pw --token tk9 --verbose", "run --password=** --token *** --verbose"),
+            ("Authorization: Bearer abc.def\nnext line", "Authorization: ****** *******\nnext line"),
+            ("db at postgres://me:pw0rd@db/x", "db at postgres://me:*****@db/x"),
+            ("session:héllo", "session:******"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(o.scrub_text(input), expected, "{input}");
+        }
+        assert_eq!(ScrubOptions::disabled().scrub_text("api_key=abc"), "api_key=abc");
+        let plan = ScrubPlan {
+            blank: Vec::new(),
+            replacements: vec![
+                Replacement { pattern: b"API_TOKEN=hunter2secret".to_vec(), with: b"API_TOKEN=*************".to_vec() },
+                Replacement { pattern: b"hunter2secret".to_vec(), with: vec![b'*'; 13] },
+            ],
+        };
+        assert_eq!(
+            plan.scrub_text("env API_TOKEN=hunter2secret; saw hunter2secret."),
+            "env API_TOKEN=*************; saw *************."
+        );
+        assert!(plan.replacements_only().blank.is_empty());
     }
 
     fn apply(data: &[u8], found: &Found) -> Vec<u8> {

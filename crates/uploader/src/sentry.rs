@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use crashmon_database::{CrashKind, Metadata};
+use crashmon_database::{Breadcrumb, CrashKind, Metadata};
 use serde_json::{Map, Value, json};
 
 /// Most frames sent.
@@ -92,12 +92,25 @@ fn frames(thread: &Value) -> Vec<Value> {
     out
 }
 
-/// Builds the event for a report. `annotations` must already be scrubbed.
+/// A breadcrumb level as Sentry names it.
+fn sentry_level(level: &str) -> &'static str {
+    match level.to_ascii_lowercase().as_str() {
+        "trace" | "debug" => "debug",
+        "warn" | "warning" => "warning",
+        "error" => "error",
+        "fatal" | "critical" => "fatal",
+        _ => "info",
+    }
+}
+
+/// Builds the event for a report. `annotations` and `breadcrumbs` must
+/// already be scrubbed.
 pub(crate) fn build_event(
     metadata: &Metadata,
     annotations: &BTreeMap<String, String>,
     report: Option<&Value>,
     release: Option<&str>,
+    breadcrumbs: &[Breadcrumb],
 ) -> Value {
     let crash = &metadata.crash;
     let (ty, value) = match crash.kind {
@@ -169,6 +182,23 @@ pub(crate) fn build_event(
     if let Some(release) = release {
         event["release"] = release.into();
     }
+    if !breadcrumbs.is_empty() {
+        let values: Vec<Value> = breadcrumbs
+            .iter()
+            .map(|b| {
+                let mut crumb = json!({
+                    "timestamp": b.timestamp_ms as f64 / 1000.0,
+                    "level": sentry_level(&b.level),
+                    "message": b.message,
+                });
+                if !b.category.is_empty() {
+                    crumb["category"] = b.category.clone().into();
+                }
+                crumb
+            })
+            .collect();
+        event["breadcrumbs"] = json!({ "values": values });
+    }
     if let Some(env) = annotations.get("environment") {
         event["environment"] = env.clone().into();
     }
@@ -196,7 +226,7 @@ mod tests {
             ],
         });
         let annotations = BTreeMap::from([("channel".to_owned(), "beta".to_owned())]);
-        let event = build_event(&metadata, &annotations, Some(&report), Some("1.2.3"));
+        let event = build_event(&metadata, &annotations, Some(&report), Some("1.2.3"), &[]);
         assert_eq!(event["event_id"], id.as_uuid().simple().to_string());
         let exc = &event["exception"]["values"][0];
         assert_eq!(exc["type"], "SIGSEGV");
@@ -220,7 +250,7 @@ mod tests {
         let mut info = CrashInfo::new(CrashKind::Panic);
         info.message = Some("boom".into());
         let metadata = Metadata::new(id, 1, 1, info);
-        let event = build_event(&metadata, &BTreeMap::new(), None, None);
+        let event = build_event(&metadata, &BTreeMap::new(), None, None, &[]);
         assert_eq!(event["exception"]["values"][0]["type"], "panic");
         assert!(event["exception"]["values"][0].get("stacktrace").is_none());
         assert!(event.get("release").is_none());
