@@ -19,7 +19,7 @@ use std::path::Path;
 use minidump::{MinidumpModule, Module};
 use object::elf;
 use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
-use object::{Endianness, FileKind, ReadCache, ReadRef};
+use object::{Endian, Endianness, FileKind, ReadCache, ReadRef};
 
 use crate::report::SymbolStatus;
 
@@ -28,64 +28,85 @@ const TEXT_HASH_BYTES: u64 = 4096;
 /// Size of the fallback identifier (a GUID).
 const TEXT_HASH_LEN: usize = 16;
 
-/// Decides whether `module`'s local file may be used for symbols.
-pub(crate) fn module_status(module: &MinidumpModule) -> SymbolStatus {
+/// What the local file at a module's path is.
+#[derive(Debug)]
+pub(crate) struct LocalBinary {
+    /// Whether it may be used: [`SymbolStatus::Loaded`] if it is the build
+    /// that ran.
+    pub status: SymbolStatus,
+    /// Its identifiers and debug sections (when it could be read).
+    pub ids: Option<LocalIds>,
+}
+
+/// Checks `module`'s local file against the dump.
+pub(crate) fn check_local_binary(module: &MinidumpModule) -> LocalBinary {
     let code_file = module.code_file();
     let path = Path::new(code_file.as_ref());
+    let status = |status| LocalBinary { status, ids: None };
     // Names such as `linux-gate.so` (the vDSO) are not paths on this machine;
     // don't let them resolve against the current directory.
     if !path.is_absolute() {
         tracing::debug!(module = %code_file, "not an absolute path: no local file");
-        return SymbolStatus::Missing;
+        return status(SymbolStatus::Missing);
     }
     let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             tracing::debug!(module = %code_file, "no local file");
-            return SymbolStatus::Missing;
+            return status(SymbolStatus::Missing);
         }
         Err(e) => {
             tracing::warn!(module = %code_file, "cannot open the local file: {e}");
-            return SymbolStatus::Unreadable;
+            return status(SymbolStatus::Unreadable);
         }
     };
     let Some(expected) = module.code_identifier().and_then(|id| decode_hex(id.as_str())) else {
         tracing::debug!(module = %code_file, "the dump records no build id for this module");
-        return SymbolStatus::NoBuildId;
+        return status(SymbolStatus::NoBuildId);
     };
     let local = match LocalIds::read(file) {
         Ok(ids) => ids,
         Err(e) => {
             tracing::warn!(module = %code_file, "cannot read the local file as ELF: {e}");
-            return SymbolStatus::Unreadable;
+            return status(SymbolStatus::Unreadable);
         }
     };
-    let status = local.verify(&expected);
-    match status {
+    let verdict = local.verify(&expected);
+    match verdict {
         SymbolStatus::Mismatch => tracing::warn!(
             module = %code_file,
             dump = %encode_hex(&expected),
             local = %local.describe(),
             "the local file is a different build than the one in the dump: not using its symbols"
         ),
-        _ => tracing::debug!(module = %code_file, status = %status, "module checked"),
+        _ => tracing::debug!(module = %code_file, status = %verdict, "module checked"),
     }
-    status
+    LocalBinary { status: verdict, ids: Some(local) }
+}
+
+/// The build id of the ELF file at `path` (`None` if it has none or is not
+/// ELF).
+pub(crate) fn file_build_id(path: &Path) -> Option<Vec<u8>> {
+    LocalIds::read(File::open(path).ok()?).ok()?.build_id
 }
 
 /// The identifiers of a local ELF file.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct LocalIds {
+pub(crate) struct LocalIds {
     /// The `NT_GNU_BUILD_ID` note, if the file has one.
-    build_id: Option<Vec<u8>>,
+    pub build_id: Option<Vec<u8>>,
     /// The fallback identifier, computed only for files without a build id.
-    text_hash: Option<[u8; TEXT_HASH_LEN]>,
+    pub text_hash: Option<[u8; TEXT_HASH_LEN]>,
+    /// Whether it has DWARF debug info (a non-empty `.debug_info`).
+    pub has_dwarf: bool,
+    /// Its `.gnu_debuglink`: the debug file's name and CRC-32.
+    pub debuglink: Option<(String, u32)>,
 }
 
 impl LocalIds {
     /// Reads the identifiers of the ELF file `file`, reading only the parts
     /// needed (headers, notes), not the whole file.
-    fn read(file: File) -> Result<LocalIds, String> {
+    pub(crate) fn read(file: File) -> Result<LocalIds, String> {
         let cache = ReadCache::new(file);
         let data = &cache;
         match FileKind::parse(data).map_err(|e| format!("not an ELF file ({e})"))? {
@@ -128,26 +149,48 @@ where
     let mut ids = LocalIds::default();
 
     // Program headers first, then sections: the order minidump-writer uses.
-    for segment in header.program_headers(endian, data)? {
+    'found: for segment in header.program_headers(endian, data)? {
         if let Some(mut notes) = segment.notes(endian, data)? {
             while let Some(note) = notes.next()? {
                 if note.name() == elf::ELF_NOTE_GNU && note.n_type(endian) == elf::NT_GNU_BUILD_ID {
                     ids.build_id = Some(note.desc().to_vec());
-                    return Ok(ids);
+                    break 'found;
                 }
             }
         }
     }
     let sections = header.sections(endian, data)?;
     for section in sections.iter() {
-        if let Some(mut notes) = section.notes(endian, data)? {
+        let name = sections.section_name(endian, section).unwrap_or_default();
+        let size: u64 = section.sh_size(endian).into();
+        if name == b".debug_info" && section.sh_type(endian) != elf::SHT_NOBITS && size > 0 {
+            ids.has_dwarf = true;
+        }
+        // The name, NUL, padding to 4, then the CRC-32 (file's endian).
+        if name == b".gnu_debuglink"
+            && section.sh_type(endian) != elf::SHT_NOBITS
+            && let Ok(bytes) = section.data(endian, data)
+            && let Some(nul) = bytes.iter().position(|&b| b == 0)
+            && let Ok(link) = std::str::from_utf8(&bytes[..nul])
+            && let Some(crc) = bytes.get(((nul + 4) & !3)..((nul + 4) & !3) + 4)
+        {
+            let crc: [u8; 4] = crc.try_into().expect("4 bytes");
+            let crc = if endian.is_little_endian() { u32::from_le_bytes(crc) } else { u32::from_be_bytes(crc) };
+            ids.debuglink = Some((link.to_owned(), crc));
+        }
+        if ids.build_id.is_none()
+            && let Some(mut notes) = section.notes(endian, data)?
+        {
             while let Some(note) = notes.next()? {
                 if note.name() == elf::ELF_NOTE_GNU && note.n_type(endian) == elf::NT_GNU_BUILD_ID {
                     ids.build_id = Some(note.desc().to_vec());
-                    return Ok(ids);
+                    break;
                 }
             }
         }
+    }
+    if ids.build_id.is_some() {
+        return Ok(ids);
     }
 
     // No build id: Breakpad's fallback, the first page of the first
@@ -172,7 +215,7 @@ where
 }
 
 /// Decodes a hex string (any case); `None` if it is not hex or empty.
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if s.is_empty() || !s.len().is_multiple_of(2) {
         return None;
     }

@@ -1,24 +1,28 @@
 //! Reading a dump, running `minidump-processor` with the local debug info of
 //! the verified modules, and turning its `ProcessState` into a [`Report`].
 
-use std::path::Path;
-
 use minidump::system_info::Cpu;
-use minidump::{Minidump, MinidumpException, MinidumpModuleList, MinidumpSystemInfo, MinidumpThreadList, Module};
+use std::path::{Path, PathBuf};
+
+use minidump::{
+    Minidump, MinidumpException, MinidumpModule, MinidumpModuleList, MinidumpSystemInfo, MinidumpThreadList, Module,
+};
 use minidump_processor::{ProcessState, ProcessorOptions};
-use minidump_unwind::symbols::debuginfo::DebugInfoSymbolProviderBuilder;
 use minidump_unwind::{CallStack, FrameTrust, StackFrame};
 
-use crate::buildid;
+use crate::cache::SymbolCache;
 use crate::error::SymbolicateError;
-use crate::report::{CrashSummary, FrameReport, ModuleReport, Report, SymbolStatus, SystemSummary, ThreadReport};
+use crate::locate::{Located, Locator};
+use crate::provider::{CacheStats, ModuleSymbols, Provider};
+use crate::report::{CrashSummary, FrameReport, ModuleReport, Report, SystemSummary, ThreadReport};
+use crate::server::ServerClient;
 use crate::signature;
 use crate::{Options, SCHEMA_VERSION};
 
 type Dump = Minidump<'static, Vec<u8>>;
 
 /// See [`crate::symbolicate_path`].
-pub(crate) fn symbolicate_path(path: &Path, options: &Options) -> Result<Report, SymbolicateError> {
+pub(crate) fn symbolicate_path(path: &Path, options: &Options) -> Result<(Report, CacheStats), SymbolicateError> {
     let started = std::time::Instant::now();
     let bytes = std::fs::read(path).map_err(|source| SymbolicateError::Read { path: path.to_owned(), source })?;
     let len = bytes.len();
@@ -49,42 +53,49 @@ pub(crate) fn symbolicate_path(path: &Path, options: &Options) -> Result<Report,
         Err(e) => return Err(damaged("exception stream", e)),
     };
 
-    // Only modules whose local file is the build that ran get symbols.
-    let statuses: Vec<SymbolStatus> = modules.iter().map(buildid::module_status).collect();
-    let verified = MinidumpModuleList::from_modules(
-        modules
-            .iter()
-            .zip(&statuses)
-            .filter(|(_, status)| **status == SymbolStatus::Loaded)
-            .map(|(module, _)| module.clone())
-            .collect(),
-    );
+    // Find every module's symbols by build id (only files of the build that
+    // ran are used), then unwind and symbolicate.
+    let cache = options.cache_dir.as_deref().map(|dir| SymbolCache::new(dir, options.cache_max_bytes));
+    let servers = ServerClient::new(&options.symbol_servers, options.cache_dir.as_deref(), options.server_timeout);
+    let locator =
+        Locator { debug_dirs: &options.debug_dirs, symbol_dirs: &options.symbol_dirs, servers: servers.as_ref() };
+    let dump_modules: Vec<MinidumpModule> = modules.iter().cloned().collect();
+    let located: Vec<Located> = dump_modules.iter().map(|m| locator.locate(m)).collect();
+    let binaries: Vec<Option<PathBuf>> = located.iter().map(Located::unwind_file).collect();
+    let symbols: Vec<ModuleSymbols> =
+        dump_modules.iter().zip(&located).map(|(m, l)| ModuleSymbols::new(l.file.clone(), l.cache_key(m))).collect();
     tracing::debug!(
-        modules = statuses.len(),
-        verified = verified.iter().count(),
-        "checked the build ids of the local files"
+        modules = located.len(),
+        with_symbols = located.iter().filter(|l| l.file.is_some()).count(),
+        ms = started.elapsed().as_millis() as u64,
+        "located the modules' symbols"
     );
 
-    // wholesym (inside the provider) uses tokio's file system functions, which
-    // need a tokio runtime; a current-thread one is enough.
+    // The processor is async (the Breakpad symbolizer's interface); a
+    // current-thread runtime drives it.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|source| SymbolicateError::Runtime { path: path.to_owned(), source })?;
-    let state = runtime
+    let (state, stats) = runtime
         .block_on(async {
-            let provider = DebugInfoSymbolProviderBuilder::new().build(&system_info, &verified).await;
-            minidump_processor::process_minidump_with_options(&dump, &provider, ProcessorOptions::default()).await
+            let provider = Provider::new(&system_info, &dump_modules, symbols, &binaries, cache).await;
+            let state =
+                minidump_processor::process_minidump_with_options(&dump, &provider, ProcessorOptions::default()).await;
+            let stats = *provider.stats.lock().unwrap_or_else(|e| e.into_inner());
+            state.map(|s| (s, stats))
         })
         .map_err(|e| SymbolicateError::Damaged { path: path.to_owned(), reason: e.to_string() })?;
 
-    let report = build_report(&state, &modules, &statuses, exception.as_ref(), &system_info, options);
+    let report = build_report(&state, &dump_modules, &located, exception.as_ref(), &system_info, options);
     tracing::info!(
         dump = %path.display(),
         ms = started.elapsed().as_millis() as u64,
+        cache_hits = stats.hits,
+        tables_built = stats.built,
         signature = %report.signature,
         "symbolicated"
     );
-    Ok(report)
+    Ok((report, stats))
 }
 
 /// Turns an error of [`Minidump::read`] into ours.
@@ -193,8 +204,8 @@ fn stream_name(stream_type: u32) -> String {
 
 fn build_report(
     state: &ProcessState,
-    modules: &MinidumpModuleList,
-    statuses: &[SymbolStatus],
+    modules: &[MinidumpModule],
+    located: &[Located],
     exception: Option<&MinidumpException<'_>>,
     system_info: &MinidumpSystemInfo,
     options: &Options,
@@ -233,14 +244,17 @@ fn build_report(
 
     let modules = modules
         .iter()
-        .zip(statuses)
-        .map(|(module, &symbols)| ModuleReport {
+        .zip(located)
+        .map(|(module, located)| ModuleReport {
             base: module.base_address(),
             size: module.size(),
             code_file: module.code_file().into_owned(),
             code_id: module.code_identifier().map(|id| id.as_str().to_owned()),
             debug_id: module.debug_identifier().map(|id| id.breakpad().to_string()),
-            symbols,
+            symbols: located.status,
+            symbol_source: located.source,
+            symbol_file: located.url.clone().or_else(|| located.file.as_ref().map(|f| f.path().display().to_string())),
+            symbol_misses: located.misses.clone(),
         })
         .collect();
 
@@ -337,27 +351,14 @@ fn trust_name(trust: FrameTrust) -> &'static str {
 }
 
 /// Tidies a function name from the provider: drops empty names and the
-/// Rust symbol hash (`::h0123456789abcdef`), and undoes a quirk of the
-/// demangler inside wholesym (`samply_symbols::demangle_any`): a name it
-/// cannot demangle loses one leading underscore (meant for Mach-O symbol
-/// names), so glibc's `__libc_read` arrives as `_libc_read`. A plain
-/// identifier that still starts with `_` therefore had one more; it is put
-/// back. (A C name with a single leading underscore, like `_start`, arrives
-/// as `start` and cannot be told apart, so stays that way.)
+/// Rust symbol hash (`::h0123456789abcdef`). Names are otherwise kept as
+/// the symbols have them (`_start` stays `_start`).
 pub(crate) fn clean_function_name(name: &str) -> Option<String> {
     let name = name.trim();
     if name.is_empty() {
         return None;
     }
-    let name = match name.rsplit_once("::h") {
-        Some((head, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => head,
-        _ => name,
-    };
-    let plain_identifier = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'$' | b'@'));
-    if plain_identifier && name.starts_with('_') {
-        return Some(format!("_{name}"));
-    }
-    Some(name.to_owned())
+    Some(crate::provider::strip_rust_hash(name).to_owned())
 }
 
 #[cfg(test)]
@@ -379,16 +380,9 @@ mod tests {
     }
 
     #[test]
-    fn leading_underscore_restored() {
-        assert_eq!(clean_function_name("_libc_read").as_deref(), Some("__libc_read"));
-        assert_eq!(clean_function_name("_GI___libc_read").as_deref(), Some("__GI___libc_read"));
-        assert_eq!(
-            clean_function_name("_memcpy_avx_unaligned_erms.cold").as_deref(),
-            Some("__memcpy_avx_unaligned_erms.cold")
-        );
-        // Demangled Rust / C++ names are left alone.
-        assert_eq!(clean_function_name("__rustc::rust_begin_unwind").as_deref(), Some("__rustc::rust_begin_unwind"));
-        assert_eq!(clean_function_name("_foo::bar()").as_deref(), Some("_foo::bar()"));
+    fn names_are_kept_as_they_are() {
+        assert_eq!(clean_function_name("_start").as_deref(), Some("_start"));
+        assert_eq!(clean_function_name("__libc_read").as_deref(), Some("__libc_read"));
         assert_eq!(clean_function_name("read").as_deref(), Some("read"));
     }
 }

@@ -111,16 +111,62 @@ pub struct ModuleReport {
     pub code_id: Option<String>,
     /// Breakpad-style debug identifier from the dump.
     pub debug_id: Option<String>,
-    /// Whether the local file's symbols were used, and if not, why.
+    /// Whether symbols were found for the module (`loaded`), and if not,
+    /// why the local file could not be used.
     pub symbols: SymbolStatus,
+    /// Where the symbols came from, when `symbols` is `loaded`.
+    #[serde(default)]
+    pub symbol_source: Option<SymbolSource>,
+    /// The file (or URL) the symbols were read from.
+    #[serde(default)]
+    pub symbol_file: Option<String>,
+    /// Places that were tried and failed, with the reason (e.g. a symbol
+    /// server that was unreachable), in lookup order.
+    #[serde(default)]
+    pub symbol_misses: Vec<String>,
 }
 
-/// Whether a module's symbols (and unwind info) were read from the local
-/// file named in the dump.
+/// Where a module's symbols came from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum SymbolSource {
+    /// The binary at the module's path (its build id matches the dump's).
+    Binary,
+    /// A separate debug file: `<debug dir>/.build-id/xx/rest.debug` or the
+    /// binary's `.gnu_debuglink`, build id (and CRC) checked.
+    DebugFile,
+    /// A Breakpad `.sym` file in a `--symbols` directory.
+    SymbolsDir,
+    /// A Breakpad `.sym` file from a `--symbol-server` (or its on-disk cache).
+    SymbolServer,
+}
+
+impl SymbolSource {
+    /// The source as written in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SymbolSource::Binary => "binary",
+            SymbolSource::DebugFile => "debug-file",
+            SymbolSource::SymbolsDir => "symbols-dir",
+            SymbolSource::SymbolServer => "symbol-server",
+        }
+    }
+}
+
+impl std::fmt::Display for SymbolSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether symbols were found for a module; if not, what is wrong with the
+/// local file named in the dump (see [`ModuleReport::symbol_source`] for
+/// where found symbols came from).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum SymbolStatus {
-    /// The local file's build id matches the dump's: its symbols were used.
+    /// Symbols matching the dump's build were found and used (from the
+    /// local file or another source, see [`ModuleReport::symbol_source`]).
     Loaded,
     /// No file at that path (or the dump names no real path, like
     /// `linux-gate.so`).

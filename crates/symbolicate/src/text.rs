@@ -102,6 +102,11 @@ pub fn render_text(report: &Report, color: bool) -> String {
                 module.symbols.describe()
             };
             let _ = writeln!(out, "  {:<width$}  {}: {why}", module.code_file, module.symbols.as_str());
+            // Other places that were tried (debug files, symbol trees and
+            // servers), with why each failed.
+            for miss in module.symbol_misses.iter().filter(|m| !m.starts_with(&module.code_file)) {
+                let _ = writeln!(out, "  {:<width$}    tried {miss}", "");
+            }
         }
     }
     out

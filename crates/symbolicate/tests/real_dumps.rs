@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crashmon_symbolicate::{
-    FrameReport, Options, Report, SymbolStatus, SymbolicateError, render_text, symbolicate_path,
+    FrameReport, Options, Report, SymbolSource, SymbolStatus, SymbolicateError, render_text, symbolicate_path,
 };
 
 /// Set in the child's environment; the helper test does nothing without it.
@@ -168,6 +168,15 @@ fn shared_dump() -> &'static (tempfile::TempDir, PathBuf, Ready) {
     })
 }
 
+/// Default options, except for a symbol cache private to this test run
+/// (never the user's).
+fn opts() -> Options {
+    static CACHE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let mut options = Options::default();
+    options.cache_dir = Some(CACHE.get_or_init(|| tempfile::tempdir().unwrap()).path().to_owned());
+    options
+}
+
 fn blocked_thread<'r>(report: &'r Report, ready: &Ready) -> &'r [FrameReport] {
     &report
         .threads
@@ -191,7 +200,7 @@ fn frame<'f>(frames: &'f [FrameReport], function: &str) -> &'f FrameReport {
 fn names_functions_lines_and_inlined_frames_of_a_real_dump() {
     let (_dir, dump, ready) = shared_dump();
     let started = Instant::now();
-    let report = symbolicate_path(dump, &Options::default()).expect("symbolicates");
+    let report = symbolicate_path(dump, &opts()).expect("symbolicates");
     eprintln!("symbolicated in {:?}", started.elapsed());
 
     let frames = blocked_thread(&report, ready);
@@ -290,7 +299,7 @@ fn libc_frames_carry_their_real_symbol_names() {
     use object::{Object, ObjectSymbol};
 
     let (_dir, dump, ready) = shared_dump();
-    let report = symbolicate_path(dump, &Options::default()).unwrap();
+    let report = symbolicate_path(dump, &opts()).unwrap();
     let libc = report.modules.iter().find(|m| m.code_file.ends_with("/libc.so.6")).expect("libc in the module list");
     assert_eq!(libc.symbols, SymbolStatus::Loaded);
     let mut files = vec![PathBuf::from(&libc.code_file)];
@@ -334,7 +343,7 @@ fn libc_frames_carry_their_real_symbol_names() {
 #[test]
 fn crashing_thread_only_option() {
     let (_dir, dump, ready) = shared_dump();
-    let mut options = Options::default();
+    let mut options = opts();
     options.crashing_thread_only = true;
     let report = symbolicate_path(dump, &options).unwrap();
     assert_eq!(report.threads.len(), 1);
@@ -373,14 +382,14 @@ fn local_binary_must_be_the_build_that_ran() {
     };
 
     // Control: the same file, symbols used.
-    let report = symbolicate_path(&dump, &Options::default()).unwrap();
+    let report = symbolicate_path(&dump, &opts()).unwrap();
     assert_eq!(module_of(&report).symbols, SymbolStatus::Loaded);
     assert_eq!(named_chain(&report), 4, "{:#?}", blocked_thread(&report, &ready));
 
     // Another binary at the path: a mismatch, and no names from it.
     let other = ["/bin/true", "/usr/bin/true"].into_iter().find(|p| Path::new(p).exists()).expect("a true(1) binary");
     std::fs::copy(other, &exe).unwrap();
-    let report = symbolicate_path(&dump, &Options::default()).unwrap();
+    let report = symbolicate_path(&dump, &opts()).unwrap();
     assert_eq!(module_of(&report).symbols, SymbolStatus::Mismatch);
     assert_eq!(named_chain(&report), 0);
     let frames = app_frames(&report);
@@ -397,13 +406,13 @@ fn local_binary_must_be_the_build_that_ran() {
 
     // No file at all.
     std::fs::remove_file(&exe).unwrap();
-    let report = symbolicate_path(&dump, &Options::default()).unwrap();
+    let report = symbolicate_path(&dump, &opts()).unwrap();
     assert_eq!(module_of(&report).symbols, SymbolStatus::Missing);
     assert_eq!(named_chain(&report), 0);
 
     // A file that is not ELF.
     std::fs::write(&exe, b"#!/bin/sh\nexit 0\n").unwrap();
-    let report = symbolicate_path(&dump, &Options::default()).unwrap();
+    let report = symbolicate_path(&dump, &opts()).unwrap();
     assert_eq!(module_of(&report).symbols, SymbolStatus::Unreadable);
 }
 
@@ -450,5 +459,406 @@ fn truncated_minidump_is_a_clear_error() {
             "{len}: {err:?}"
         );
         eprintln!("{len}: {message}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Symbol sources, the cache, dump-syms.
+
+/// A copy of this test executable in a fresh directory, run as the child
+/// and dumped: `(dir, copy, dump, ready)`. The copy can then be deleted or
+/// replaced to play "a dump from another machine".
+fn dumped_copy(name: &str) -> (tempfile::TempDir, PathBuf, PathBuf, Ready) {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join(name);
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    let dump = dir.path().join(format!("{name}.dmp"));
+    let (guard, ready) = spawn_child(&exe);
+    dump_child(&ready, &dump);
+    drop(guard);
+    (dir, exe, dump, ready)
+}
+
+/// Options with only the given symbol sources; the cache is this run's
+/// shared one (entries are per build and kind of source, so tests cannot
+/// see each other's tables as anything but what they are) unless `cache`.
+fn only(debug_dirs: &[&Path], symbol_dirs: &[&Path], cache: Option<&Path>) -> Options {
+    let mut options = opts();
+    options.debug_dirs = debug_dirs.iter().map(|p| p.to_path_buf()).collect();
+    options.symbol_dirs = symbol_dirs.iter().map(|p| p.to_path_buf()).collect();
+    if let Some(cache) = cache {
+        options.cache_dir = Some(cache.to_owned());
+    }
+    options
+}
+
+fn module_named<'r>(report: &'r Report, name: &str) -> &'r crashmon_symbolicate::ModuleReport {
+    report.modules.iter().find(|m| m.code_file.ends_with(&format!("/{name}"))).expect("module in the dump")
+}
+
+/// The chain's functions with the exact call lines, the inlined frame
+/// between its neighbours, and CFI unwinding through the module.
+fn assert_chain(report: &Report, ready: &Ready) {
+    let frames = blocked_thread(report, ready);
+    for function in ["chain_outer", "chain_middle", "chain_inlined", "chain_inner"] {
+        let f = frame(frames, &format!("real_dumps::{function}"));
+        assert_eq!(f.line, Some(ready.call_line(function)), "{function}: {f:#?}");
+        assert!(f.file.as_deref().is_some_and(|p| p.ends_with(file!())), "{f:#?}");
+    }
+    let index = |function: &str| frame(frames, &format!("real_dumps::{function}")).index;
+    assert_eq!(index("chain_inner") + 1, index("chain_inlined"), "{frames:#?}");
+    assert_eq!(index("chain_inlined") + 1, index("chain_middle"), "{frames:#?}");
+    assert!(frame(frames, "real_dumps::chain_inlined").inlined);
+    let outer = frame(frames, "real_dumps::chain_outer");
+    assert_eq!(outer.trust, "cfi", "{outer:#?}");
+}
+
+/// `(function, line, inlined)` of the frames in module `name`.
+fn frames_in(report: &Report, ready: &Ready, name: &str) -> Vec<(Option<String>, Option<u32>, bool)> {
+    blocked_thread(report, ready)
+        .iter()
+        .filter(|f| f.module.as_deref() == Some(name))
+        .map(|f| (f.function.clone(), f.line, f.inlined))
+        .collect()
+}
+
+/// A dump from "another machine": the binary is gone, and a Breakpad tree
+/// written by `dump_syms::write_sym` is all there is. The stack is the same
+/// as with the binary present: names, lines, inlined frames and STACK CFI.
+#[test]
+fn symbols_dir_alone_symbolicates_a_dump_whose_binary_is_gone() {
+    let (dir, exe, dump, ready) = dumped_copy("remote-app");
+    let control = symbolicate_path(&dump, &only(&[], &[], None)).unwrap();
+    assert_eq!(module_named(&control, "remote-app").symbol_source, Some(SymbolSource::Binary));
+
+    let tree = dir.path().join("symbols");
+    let mut sym = Vec::new();
+    let summary = crashmon_symbolicate::dumpsyms::write_sym(&exe, None, &[], &mut sym).unwrap();
+    assert!(summary.functions > 1000 && summary.cfi > 1000 && summary.publics > 0, "{summary:?}");
+    let text = String::from_utf8(sym.clone()).unwrap();
+    assert!(text.starts_with(&format!("MODULE Linux x86_64 {} remote-app\n", summary.debug_id)), "{}", &text[..200]);
+    for record in
+        ["\nINFO CODE_ID ", "\nFILE ", "\nFUNC ", "\nINLINE_ORIGIN ", "\nINLINE ", "\nPUBLIC ", "\nSTACK CFI INIT "]
+    {
+        assert!(text.contains(record), "no {record:?} record");
+    }
+    assert!(text.contains(" 0 _start\n"), "_start keeps its underscore as a PUBLIC record");
+    let path = tree.join(summary.tree_path());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &sym).unwrap();
+    assert_eq!(Some(summary.debug_id.clone()), module_named(&control, "remote-app").debug_id);
+    std::fs::remove_file(&exe).unwrap();
+
+    let report = symbolicate_path(&dump, &only(&[], &[&tree], None)).unwrap();
+    let module = module_named(&report, "remote-app");
+    assert_eq!(module.symbols, SymbolStatus::Loaded);
+    assert_eq!(module.symbol_source, Some(SymbolSource::SymbolsDir));
+    assert_eq!(module.symbol_file.as_deref(), path.to_str());
+    assert!(module.symbol_misses.iter().any(|m| m.contains("file not found")), "{module:#?}");
+    assert_chain(&report, &ready);
+    assert_eq!(frames_in(&report, &ready, "remote-app"), frames_in(&control, &ready, "remote-app"));
+
+    // Without the tree: a miss, no names, the rest still symbolicated.
+    let report = symbolicate_path(&dump, &only(&[], &[], None)).unwrap();
+    assert_eq!(module_named(&report, "remote-app").symbols, SymbolStatus::Missing);
+    assert!(frames_in(&report, &ready, "remote-app").iter().all(|f| f.0.is_none()));
+    assert!(blocked_thread(&report, &ready)[0].function.is_some(), "libc's frame is still named");
+
+    // A .sym of another build under the right path is refused.
+    let wrong = text.replacen(&summary.debug_id, "00000000000000000000000000000000A", 1);
+    std::fs::write(&path, wrong).unwrap();
+    let report = symbolicate_path(&dump, &only(&[], &[&tree], None)).unwrap();
+    let module = module_named(&report, "remote-app");
+    assert_eq!(module.symbols, SymbolStatus::Missing);
+    assert!(module.symbol_misses.iter().any(|m| m.contains("MODULE record names debug id")), "{module:#?}");
+}
+
+/// `<debug dir>/.build-id/xx/rest.debug`, found by the dump's build id
+/// when the binary is gone; a file there of another build is refused. No
+/// external tools: the debug file is a copy of the (unstripped) binary.
+#[test]
+fn debug_file_by_build_id() {
+    let (dir, exe, dump, ready) = dumped_copy("debug-app");
+    let id =
+        module_named(&symbolicate_path(&dump, &only(&[], &[], None)).unwrap(), "debug-app").code_id.clone().unwrap();
+    let debug_dir = dir.path().join("debug");
+    let debug_file = debug_dir.join(".build-id").join(&id[..2]).join(format!("{}.debug", &id[2..]));
+    std::fs::create_dir_all(debug_file.parent().unwrap()).unwrap();
+    std::fs::rename(&exe, &debug_file).unwrap();
+
+    let report = symbolicate_path(&dump, &only(&[&debug_dir], &[], None)).unwrap();
+    let module = module_named(&report, "debug-app");
+    assert_eq!(module.symbol_source, Some(SymbolSource::DebugFile), "{module:#?}");
+    assert_eq!(module.symbol_file.as_deref(), debug_file.to_str());
+    assert_chain(&report, &ready);
+
+    let other = ["/bin/true", "/usr/bin/true"].into_iter().find(|p| Path::new(p).exists()).unwrap();
+    std::fs::copy(other, &debug_file).unwrap();
+    let report = symbolicate_path(&dump, &only(&[&debug_dir], &[], None)).unwrap();
+    let module = module_named(&report, "debug-app");
+    assert_eq!(module.symbols, SymbolStatus::Missing);
+    assert!(module.symbol_misses.iter().any(|m| m.ends_with(".debug: build id differs")), "{module:#?}");
+}
+
+fn objcopy(args: &[&std::ffi::OsStr]) -> bool {
+    Command::new("objcopy").args(args).status().is_ok_and(|s| s.success())
+}
+
+/// A stripped binary and its debug file made with objcopy: found through
+/// `.gnu_debuglink` in `.debug/` (CRC checked) and through the build-id
+/// tree. Skipped (with the reason printed) without objcopy.
+#[test]
+fn stripped_binary_with_objcopy_debug_file() {
+    if Command::new("objcopy").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: objcopy (binutils) is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("stripped-app");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::create_dir(dir.path().join(".debug")).unwrap();
+    let debug = dir.path().join(".debug/stripped-app.debug");
+    assert!(objcopy(&["--only-keep-debug".as_ref(), exe.as_os_str(), debug.as_os_str()]));
+    let link = format!("--add-gnu-debuglink={}", debug.display());
+    assert!(objcopy(&["--strip-debug".as_ref(), link.as_ref(), exe.as_os_str()]));
+    let (guard, ready) = spawn_child(&exe);
+    let dump = dir.path().join("stripped.dmp");
+    dump_child(&ready, &dump);
+    drop(guard);
+
+    let report = symbolicate_path(&dump, &only(&[], &[], None)).unwrap();
+    let module = module_named(&report, "stripped-app");
+    assert_eq!(module.symbol_source, Some(SymbolSource::DebugFile), "{module:#?}");
+    assert_eq!(module.symbol_file.as_deref(), debug.to_str());
+    assert_chain(&report, &ready);
+
+    // The same file in a build-id tree.
+    let id = module.code_id.clone().unwrap();
+    let tree = dir.path().join("usr-lib-debug");
+    let in_tree = tree.join(".build-id").join(&id[..2]).join(format!("{}.debug", &id[2..]));
+    std::fs::create_dir_all(in_tree.parent().unwrap()).unwrap();
+    std::fs::copy(&debug, &in_tree).unwrap();
+    let report = symbolicate_path(&dump, &only(&[&tree], &[], None)).unwrap();
+    assert_eq!(module_named(&report, "stripped-app").symbol_file.as_deref(), in_tree.to_str());
+    assert_chain(&report, &ready);
+
+    // A debuglink target with the wrong CRC is refused; the stripped
+    // binary's own symbol table still names the functions (no lines).
+    let mut bytes = std::fs::read(&debug).unwrap();
+    bytes.push(0);
+    std::fs::write(&debug, bytes).unwrap();
+    let report = symbolicate_path(&dump, &only(&[], &[], None)).unwrap();
+    let module = module_named(&report, "stripped-app");
+    assert_eq!(module.symbol_source, Some(SymbolSource::Binary), "{module:#?}");
+    assert!(module.symbol_misses.iter().any(|m| m.contains("CRC-32")), "{module:#?}");
+    let names = frames_in(&report, &ready, "stripped-app");
+    assert!(names.iter().any(|f| f.0.as_deref() == Some("real_dumps::chain_inner") && f.1.is_none()), "{names:?}");
+}
+
+/// A tiny loopback HTTP server for a Breakpad tree: answers GETs from
+/// `root` (404 if absent) until `stop` is set; it also stops by itself
+/// after 60 s.
+fn serve_tree(root: PathBuf) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<u32>) {
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}/syms", listener.local_addr().unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let handle = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut served = 0;
+        while !flag.load(Ordering::SeqCst) && Instant::now() < deadline {
+            let Ok((mut stream, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            stream.set_nonblocking(false).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                    break;
+                }
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let file = path.strip_prefix("/syms/").filter(|p| !p.contains("..")).map(|p| root.join(p));
+            let response = match file.and_then(|f| std::fs::read(f).ok()) {
+                Some(body) => {
+                    served += 1;
+                    let mut r =
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())
+                            .into_bytes();
+                    r.extend(body);
+                    r
+                }
+                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+            };
+            let _ = stream.write_all(&response);
+        }
+        served
+    });
+    (url, stop, handle)
+}
+
+/// Symbol servers: an unreachable one is a recorded miss, the next one
+/// answers, the answer is cached on disk and used with no server at all.
+#[test]
+fn symbol_server_download_cache_and_unreachable_server() {
+    let (dir, exe, dump, ready) = dumped_copy("served-app");
+    let tree = dir.path().join("tree");
+    let mut sym = Vec::new();
+    let summary = crashmon_symbolicate::dumpsyms::write_sym(&exe, None, &[], &mut sym).unwrap();
+    let path = tree.join(summary.tree_path());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &sym).unwrap();
+    std::fs::remove_file(&exe).unwrap();
+
+    // A port nothing listens on.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/syms", l.local_addr().unwrap())
+    };
+    let (url, stop, server) = serve_tree(tree.clone());
+    let mut options = only(&[], &[], None);
+    options.symbol_servers = vec![dead.clone(), url.clone()];
+    options.server_timeout = Duration::from_secs(5);
+    let report = symbolicate_path(&dump, &options).unwrap();
+    let module = module_named(&report, "served-app");
+    assert_eq!(module.symbol_source, Some(SymbolSource::SymbolServer), "{module:#?}");
+    assert_eq!(module.symbol_file.as_deref(), Some(format!("{url}/{}", summary.tree_path()).as_str()));
+    assert!(module.symbol_misses.iter().any(|m| m.starts_with(&dead) && m.contains("unreachable")), "{module:#?}");
+    assert_chain(&report, &ready);
+    // Modules no server has: 404s recorded as misses.
+    let vdso_or_other = report.modules.iter().find(|m| m.symbols != SymbolStatus::Loaded);
+    if let Some(m) = vdso_or_other {
+        assert!(m.symbol_misses.iter().any(|x| x.contains("404") || x.contains("unreachable")), "{m:#?}");
+    }
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(server.join().unwrap() >= 1);
+    // Server gone: the cached download is used.
+    let report = symbolicate_path(&dump, &options).unwrap();
+    let module = module_named(&report, "served-app");
+    assert_eq!(module.symbol_source, Some(SymbolSource::SymbolServer), "{module:#?}");
+    assert_chain(&report, &ready);
+
+    // Only an unreachable server: a miss, and the rest of the stack is
+    // still symbolicated.
+    let mut options = only(&[], &[], Some(tempfile::tempdir().unwrap().path()));
+    options.symbol_servers = vec![dead.clone()];
+    let report = symbolicate_path(&dump, &options).unwrap();
+    let module = module_named(&report, "served-app");
+    assert_eq!(module.symbols, SymbolStatus::Missing);
+    assert!(module.symbol_misses.iter().any(|m| m.starts_with(&dead)), "{module:#?}");
+    assert_eq!(blocked_thread(&report, &ready)[0].module.as_deref(), Some("libc.so.6"));
+    assert!(blocked_thread(&report, &ready)[0].function.is_some());
+    let text = render_text(&report, false);
+    assert!(text.contains(&format!("tried {dead}/")), "{text}");
+}
+
+/// The second report of the same binary reads the symbol tables from the
+/// cache (no table built) and is identical; a damaged entry is ignored and
+/// rebuilt.
+#[test]
+fn cache_hits_on_the_second_report_and_rebuilds_damaged_entries() {
+    let (_dir, dump, _ready) = shared_dump();
+    let cache = tempfile::tempdir().unwrap();
+    let options = only(&[Path::new("/usr/lib/debug")], &[], Some(cache.path()));
+    let (first, cold) = crashmon_symbolicate::symbolicate_path_with_stats(dump, &options).unwrap();
+    assert!(cold.built >= 2 && cold.hits == 0, "{cold:?}");
+    let (second, warm) = crashmon_symbolicate::symbolicate_path_with_stats(dump, &options).unwrap();
+    assert_eq!(warm.built, 0, "{warm:?}");
+    assert_eq!(warm.hits, cold.built, "{warm:?}");
+    assert_eq!(first, second);
+
+    let entries: Vec<PathBuf> = std::fs::read_dir(cache.path().join("symcache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "symc"))
+        .collect();
+    assert_eq!(entries.len() as u32, cold.built, "{entries:?}");
+    for entry in &entries {
+        let mut bytes = std::fs::read(entry).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x55;
+        std::fs::write(entry, bytes).unwrap();
+    }
+    let (third, stats) = crashmon_symbolicate::symbolicate_path_with_stats(dump, &options).unwrap();
+    assert_eq!(stats.hits, 0, "{stats:?}");
+    assert_eq!(third, first);
+    let (_, stats) = crashmon_symbolicate::symbolicate_path_with_stats(dump, &options).unwrap();
+    assert_eq!(stats.hits, cold.built, "rebuilt entries are used again");
+}
+
+/// `_start` keeps its leading underscore (it is a plain C symbol), and the
+/// main thread is unwound down to it.
+#[test]
+fn start_keeps_its_underscore() {
+    let (_dir, dump, _ready) = shared_dump();
+    let report = symbolicate_path(dump, &opts()).unwrap();
+    let names: Vec<&str> =
+        report.threads.iter().flat_map(|t| &t.frames).filter_map(|f| f.function.as_deref()).collect();
+    assert!(names.contains(&"_start"), "{names:?}");
+    assert!(!names.contains(&"start"), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("__libc_start")), "{names:?}");
+}
+
+/// The JSON shape of a report (keys and value types), pinned by a snapshot
+/// in `tests/snapshots/report-shape.json`. A change here is a schema
+/// change: update docs/json-schema.md (and bump schema_version if it is
+/// not an addition), then the snapshot.
+#[test]
+fn report_json_shape_snapshot() {
+    let (_dir, dump, _ready) = shared_dump();
+    let report = symbolicate_path(dump, &opts()).unwrap();
+    let value = serde_json::to_value(&report).unwrap();
+    let shape = serde_json::to_string_pretty(&shape_of(&value)).unwrap() + "\n";
+    let snapshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/report-shape.json");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&snapshot, &shape).unwrap();
+    }
+    let expected = std::fs::read_to_string(&snapshot).unwrap();
+    assert_eq!(shape, expected, "the report's JSON shape changed (UPDATE_SNAPSHOTS=1 rewrites the snapshot)");
+}
+
+/// Keys and types: objects keep their keys (sorted), arrays the merged
+/// shape of all their elements, leaves become their type name; a key that
+/// is `null` in one element and typed in another gets the type (which
+/// fields may be `null` is documented in docs/json-schema.md).
+fn shape_of(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Null => Value::from("null"),
+        Value::Bool(_) => Value::from("bool"),
+        Value::Number(_) => Value::from("number"),
+        Value::String(_) => Value::from("string"),
+        Value::Array(items) => {
+            let merged = items.iter().map(shape_of).reduce(merge);
+            Value::Array(merged.into_iter().collect())
+        }
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), shape_of(v))).collect()),
+    }
+}
+
+fn merge(a: serde_json::Value, b: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::String(n), other) | (other, Value::String(n)) if n == "null" => other,
+        (Value::Object(mut a), Value::Object(b)) => {
+            for (k, v) in b {
+                let merged = match a.remove(&k) {
+                    Some(old) => merge(old, v),
+                    None => v,
+                };
+                a.insert(k, merged);
+            }
+            Value::Object(a)
+        }
+        (Value::Array(a), Value::Array(b)) => Value::Array(a.into_iter().chain(b).reduce(merge).into_iter().collect()),
+        (a, _) => a,
     }
 }

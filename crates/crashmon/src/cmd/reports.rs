@@ -73,6 +73,9 @@ pub struct ShowArgs {
     /// Print JSON (see docs/json-schema.md)
     #[arg(long)]
     pub json: bool,
+    /// Symbolicate the dump again with these symbol sources instead of showing the stored report
+    #[command(flatten)]
+    pub symbols: crate::cmd::symbolicate::SymbolArgs,
 }
 
 fn open(ctx: &Context) -> anyhow::Result<Database> {
@@ -189,7 +192,12 @@ pub fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<u8> {
         }
         Err(e) => return Err(e).code(exit::FAILURE),
     };
-    let report = load_report(&entry);
+    let report = match (&entry.dump_path, args.symbols.any()) {
+        (Some(dump), true) => {
+            Some(crashmon_symbolicate::symbolicate_path(dump, &args.symbols.options()?).code(exit::BAD_INPUT)?)
+        }
+        _ => load_report(&entry),
+    };
     if args.json {
         let doc = serde_json::json!({
             "schema_version": JSON_SCHEMA_VERSION,

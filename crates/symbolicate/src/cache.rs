@@ -1,0 +1,262 @@
+//! The on-disk symbol cache: one SymCache file (symbolic-symcache's compact,
+//! binary-searchable function/line/inline table) per module build and
+//! symbol source, so the second report for the same binary costs a file
+//! read and a few binary searches instead of parsing its DWARF again.
+//!
+//! Layout: `<dir>/symcache/<key>.symc`, where the key is the module's build
+//! id (or Breakpad debug id) plus the kind of file the table was built from
+//! (`binary`, `debug-file`, `breakpad`): a table built from a stripped
+//! binary's symbol table must not stand in for one built from its debug
+//! file once that is installed. Each entry is a 16-byte header (magic,
+//! payload length, CRC-32 of the payload) and the SymCache bytes; an entry
+//! that is short, fails its CRC or does not parse is deleted and rebuilt.
+//!
+//! Writers write a temporary file in the same directory and rename it into
+//! place, so concurrent writers (two reports of the same binary at once)
+//! never expose a partial entry; the last rename wins and both are equal.
+//! Reading an entry sets its mtime, and after every write the oldest entries
+//! (by mtime) are removed until the directory is under its size bound.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// First bytes of every cache entry.
+const MAGIC: &[u8; 8] = b"CMSYMC01";
+const HEADER_LEN: usize = 16;
+
+/// Default bound of the cache directory's size.
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+
+/// A cache directory.
+#[derive(Debug, Clone)]
+pub(crate) struct SymbolCache {
+    dir: PathBuf,
+    max_bytes: u64,
+}
+
+impl SymbolCache {
+    pub(crate) fn new(root: &Path, max_bytes: u64) -> Self {
+        SymbolCache { dir: root.join("symcache"), max_bytes }
+    }
+
+    fn entry_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.symc"))
+    }
+
+    /// The SymCache bytes stored under `key`, if present and intact. A
+    /// damaged entry is removed (and `None` returned, so it is rebuilt).
+    pub(crate) fn load(&self, key: &str) -> Option<Vec<u8>> {
+        let path = self.entry_path(key);
+        let bytes = std::fs::read(&path).ok()?;
+        match check_entry(&bytes) {
+            Ok(()) => {
+                // LRU: a use makes the entry young again.
+                if let Ok(file) = std::fs::File::options().append(true).open(&path) {
+                    let _ = file.set_modified(SystemTime::now());
+                }
+                let mut bytes = bytes;
+                bytes.drain(..HEADER_LEN);
+                Some(bytes)
+            }
+            Err(why) => {
+                tracing::warn!(entry = %path.display(), "ignoring a damaged symbol cache entry: {why}");
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Stores `symcache` under `key` (atomically), then trims the cache to
+    /// its bound. Errors are logged, never fatal: the cache is an
+    /// optimisation.
+    pub(crate) fn store(&self, key: &str, symcache: &[u8]) {
+        if let Err(e) = self.try_store(key, symcache) {
+            tracing::warn!(dir = %self.dir.display(), "cannot write the symbol cache: {e}");
+        }
+        self.trim();
+    }
+
+    fn try_store(&self, key: &str, symcache: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(&self.dir)?;
+        let mut tmp = tempfile::Builder::new().prefix(".tmp-").suffix(".symc").tempfile_in(&self.dir)?;
+        let mut header = [0u8; HEADER_LEN];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..12].copy_from_slice(&u32::try_from(symcache.len()).unwrap_or(u32::MAX).to_le_bytes());
+        header[12..16].copy_from_slice(&crc32fast::hash(symcache).to_le_bytes());
+        tmp.write_all(&header)?;
+        tmp.write_all(symcache)?;
+        tmp.as_file().sync_data()?;
+        tmp.persist(self.entry_path(key)).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// Removes the least recently used entries (and stale temporary files)
+    /// until the directory holds at most `max_bytes`.
+    fn trim(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        let now = SystemTime::now();
+        let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".tmp-") {
+                // Left behind by a writer that died; a live one takes seconds.
+                if now.duration_since(mtime).is_ok_and(|age| age.as_secs() > 3600) {
+                    let _ = std::fs::remove_file(&path);
+                }
+                continue;
+            }
+            if name.ends_with(".symc") {
+                files.push((mtime, meta.len(), path));
+            }
+        }
+        let mut total: u64 = files.iter().map(|f| f.1).sum();
+        if total <= self.max_bytes {
+            return;
+        }
+        files.sort();
+        for (_, len, path) in files {
+            if total <= self.max_bytes {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                tracing::debug!(entry = %path.display(), "evicted from the symbol cache");
+                total -= len;
+            }
+        }
+    }
+}
+
+fn check_entry(bytes: &[u8]) -> Result<(), &'static str> {
+    let header = bytes.get(..HEADER_LEN).ok_or("shorter than its header")?;
+    if &header[..8] != MAGIC {
+        return Err("wrong magic");
+    }
+    let len = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
+    let payload = &bytes[HEADER_LEN..];
+    if payload.len() != len {
+        return Err("truncated");
+    }
+    if crc32fast::hash(payload) != crc {
+        return Err("checksum mismatch");
+    }
+    symbolic_symcache::SymCache::parse(payload).map_err(|_| "not a SymCache")?;
+    Ok(())
+}
+
+/// The default cache directory: `$CRASHMON_SYMBOL_CACHE`, else
+/// `$XDG_CACHE_HOME/crashmon/symbols`, else `~/.cache/crashmon/symbols`.
+/// `CRASHMON_SYMBOL_CACHE=off` (or empty) disables the cache.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os(CACHE_ENV) {
+        if dir.is_empty() || dir == "off" {
+            return None;
+        }
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|d| Path::new(d).is_absolute()) {
+        return Some(PathBuf::from(xdg).join("crashmon/symbols"));
+    }
+    let home = std::env::var_os("HOME").filter(|d| Path::new(d).is_absolute())?;
+    Some(PathBuf::from(home).join(".cache/crashmon/symbols"))
+}
+
+/// Environment variable naming the symbol cache directory.
+pub const CACHE_ENV: &str = "CRASHMON_SYMBOL_CACHE";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_symcache() -> Vec<u8> {
+        let mut converter = symbolic_symcache::SymCacheConverter::new();
+        let sym =
+            b"MODULE Linux x86_64 0123456789ABCDEF0123456789ABCDEF0 t\nFILE 0 a.c\nFUNC 1000 10 0 f\n1000 10 7 0\n";
+        let object = symbolic_debuginfo::Object::parse(sym).unwrap();
+        converter.process_object(&object).unwrap();
+        let mut out = Vec::new();
+        converter.serialize(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn store_load_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = SymbolCache::new(dir.path(), DEFAULT_MAX_BYTES);
+        assert_eq!(cache.load("k"), None);
+        let data = sample_symcache();
+        cache.store("k", &data);
+        assert_eq!(cache.load("k").as_deref(), Some(&data[..]));
+
+        // A flipped bit: ignored and removed.
+        let path = cache.entry_path("k");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(cache.load("k"), None);
+        assert!(!path.exists());
+        // Truncated and garbage entries too.
+        cache.store("k", &data);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        assert_eq!(cache.load("k"), None);
+        std::fs::write(&path, b"garbage").unwrap();
+        assert_eq!(cache.load("k"), None);
+        cache.store("k", &data);
+        assert_eq!(cache.load("k").as_deref(), Some(&data[..]));
+        // No temporary files left.
+        let names: Vec<_> = std::fs::read_dir(&cache.dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("k.symc")]);
+    }
+
+    #[test]
+    fn bounded_by_size_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = sample_symcache();
+        let entry = (data.len() + HEADER_LEN) as u64;
+        let cache = SymbolCache::new(dir.path(), entry * 2);
+        let old = SystemTime::now() - std::time::Duration::from_secs(100);
+        cache.store("a", &data);
+        cache.store("b", &data);
+        // `a` is older by mtime unless it is used.
+        for (key, age) in [("a", 100), ("b", 50)] {
+            let f = std::fs::File::options().append(true).open(cache.entry_path(key)).unwrap();
+            f.set_modified(old + std::time::Duration::from_secs(100 - age)).unwrap();
+        }
+        assert!(cache.load("a").is_some()); // now the youngest
+        cache.store("c", &data);
+        assert!(cache.entry_path("a").exists());
+        assert!(!cache.entry_path("b").exists(), "the least recently used entry goes");
+        assert!(cache.entry_path("c").exists());
+    }
+
+    #[test]
+    fn concurrent_writers_never_expose_partial_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = SymbolCache::new(dir.path(), DEFAULT_MAX_BYTES);
+        let data = sample_symcache();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        cache.store("k", &data);
+                    }
+                });
+            }
+            s.spawn(|| {
+                for _ in 0..200 {
+                    if let Some(got) = cache.load("k") {
+                        assert_eq!(got, data);
+                    }
+                }
+            });
+        });
+        assert_eq!(cache.load("k").as_deref(), Some(&data[..]));
+    }
+}
