@@ -1,11 +1,28 @@
 //! crashmon's benchmark harness. See BENCHMARKS.md for what each number
 //! means and the command that reproduces it.
 //!
-//! `crashmon-bench crash-to-exit [--runs N]`: process start to death by
-//! SIGSEGV, with the dump durable on disk, for (a) no handler, (b) crashmon
-//! (sidecar monitor), (c) Embark's crash-handler + minidumper; interleaved
-//! round by round so machine noise hits all three alike. Prints median, p90,
-//! p99 and the ratios.
+//! `crashmon-bench <bench>... [--runs N | --smoke]`, `all` for every bench:
+//!
+//! - `crash-to-exit`: process start to death by SIGSEGV, with the dump
+//!   durable on disk, for (a) no handler, (b) crashmon (sidecar monitor),
+//!   (c) Embark's crash-handler + minidumper; interleaved round by round so
+//!   machine noise hits all three alike. Prints median, p90, p99, ratios.
+//! - `crash-profile`: where crashmon's crash-to-exit time goes, step by step.
+//! - `scaling`: crash-to-dump time and dump size vs threads and heap.
+//! - `handler-idle`: install time, memory per thread, annotate/breadcrumb ns.
+//! - `monitor-idle`: a shared monitor's RSS and CPU with 1 and 100 apps.
+//! - `upload`: `crashmon upload` throughput and peak RSS, 1 MB and 100 MB.
+//! - `many-crashes`: 100 apps crash at once against one shared monitor.
+//!
+//! `--smoke` runs a short version of each (CI runs `all --smoke`).
+
+mod idle;
+mod many;
+mod profile;
+mod scaling;
+mod symbolicate;
+mod upload;
+mod util;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -14,10 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
-fn bin_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    Ok(exe.parent().context("exe dir")?.to_path_buf())
-}
+use crate::util::percentile;
 
 /// Build the binaries the harness runs, in the same profile as itself.
 fn build(dir: &Path) -> anyhow::Result<()> {
@@ -123,18 +137,13 @@ fn run_once(dir: &Path, variant: Variant, work: &Path) -> anyhow::Result<Duratio
     Ok(took)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn crash_to_exit(runs: usize) -> anyhow::Result<()> {
-    let dir = bin_dir()?;
-    build(&dir)?;
+fn crash_to_exit(opts: util::Opts) -> anyhow::Result<()> {
+    let runs = opts.runs(100, 3);
+    let dir = util::bin_dir()?;
     for name in ["crasher", "crashmon", "embark-crasher"] {
         if !dir.join(name).is_file() {
             bail!(
@@ -178,21 +187,90 @@ fn crash_to_exit(runs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+const BENCHES: &[&str] = &[
+    "crash-to-exit",
+    "crash-profile",
+    "scaling",
+    "handler-idle",
+    "monitor-idle",
+    "upload",
+    "many-crashes",
+    "symbolicate",
+];
+
+fn run(name: &str, opts: util::Opts) -> anyhow::Result<()> {
+    match name {
+        "crash-to-exit" => crash_to_exit(opts),
+        "crash-profile" => profile::crash_profile(opts),
+        "scaling" => scaling::scaling(opts),
+        "handler-idle" => idle::handler_idle(opts),
+        "monitor-idle" => idle::monitor_idle(opts),
+        "upload" => upload::upload(opts),
+        "many-crashes" => many::many_crashes(opts),
+        "symbolicate" => symbolicate::symbolicate(opts),
+        _ => bail!("unknown benchmark {name}; one of: all, {}", BENCHES.join(", ")),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let mut what = String::from("crash-to-exit");
-    let mut runs = 50usize;
+    let mut opts = util::Opts { smoke: false, runs: None };
+    let mut benches: Vec<String> = Vec::new();
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--runs" => runs = args.next().context("--runs N")?.parse().context("--runs N")?,
-            "--smoke" => runs = 3,
-            "crash-to-exit" => what = a,
-            other => bail!("unknown argument {other}; usage: crashmon-bench [crash-to-exit] [--runs N | --smoke]"),
+            "--runs" => {
+                let n: usize = args.next().context("--runs N")?.parse().context("--runs N")?;
+                ensure!(n > 0, "--runs must be at least 1");
+                opts.runs = Some(n);
+            }
+            "--smoke" => opts.smoke = true,
+            "all" => benches.extend(BENCHES.iter().map(|b| b.to_string())),
+            "-h" | "--help" => {
+                println!("usage: crashmon-bench <all | {}>... [--runs N | --smoke]", BENCHES.join(" | "));
+                return Ok(());
+            }
+            other if !other.starts_with('-') => benches.push(other.to_owned()),
+            other => bail!(
+                "unknown argument {other}; usage: crashmon-bench <all | {}>... [--runs N | --smoke]",
+                BENCHES.join(" | ")
+            ),
         }
     }
-    ensure!(runs > 0, "--runs must be at least 1");
-    match what.as_str() {
-        "crash-to-exit" => crash_to_exit(runs),
-        _ => unreachable!(),
+    if benches.is_empty() {
+        benches.push("crash-to-exit".into());
     }
+    build(&util::bin_dir()?)?;
+    print_machine();
+    for b in &benches {
+        let started = std::time::Instant::now();
+        println!("## {b}{}", if opts.smoke { " (smoke)" } else { "" });
+        println!();
+        run(b, opts).with_context(|| format!("benchmark {b}"))?;
+        println!("({b} took {:.1} s)", started.elapsed().as_secs_f64());
+        println!();
+    }
+    Ok(())
+}
+
+/// The machine the numbers come from.
+fn print_machine() {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|x| x.1.trim().to_owned()))
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mem = util::status_kib_path("/proc/meminfo", "MemTotal").unwrap_or(0);
+    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let tmp = std::env::temp_dir();
+    let fs = util::fs_type(&tmp).unwrap_or_else(|| "unknown".into());
+    println!(
+        "machine: {nproc} CPUs ({cpu}), {:.1} GiB RAM, Linux {}, temp dir {} on {fs}, {} build",
+        mem as f64 / 1048576.0,
+        kernel.trim(),
+        tmp.display(),
+        if cfg!(debug_assertions) { "DEBUG (numbers not meaningful)" } else { "release" }
+    );
+    println!();
 }
