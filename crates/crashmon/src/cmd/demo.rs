@@ -60,7 +60,12 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
 
     eprintln!("crashmon demo: starting the demo app (crash kind: {})", args.crash.name());
     let started = Instant::now();
-    let mut child = Command::new(&exe)
+    let mut app = Command::new(&exe);
+    if let Some(c) = &ctx.config.file {
+        // The app's monitor reads the same configuration, however it was found.
+        app.env(crate::config::CONFIG_ENV, std::path::absolute(&c.value).unwrap_or_else(|_| c.value.clone()));
+    }
+    let mut child = app
         .arg("__demo-app")
         .arg("--crash")
         .arg(args.crash.name())

@@ -8,8 +8,9 @@ use crashmon_database::{Database, Retention};
 use crate::Context;
 use crate::exit::{self, WithCode};
 
-/// `crashmon prune` arguments. Limits not given keep their defaults
-/// (128 MiB, 365 days, no count limit).
+/// `crashmon prune` arguments. Limits not given come from `[retention]` in
+/// the configuration file, else the defaults (128 MiB, 365 days, no count
+/// limit).
 #[derive(Debug, clap::Args)]
 pub struct PruneArgs {
     /// Keep at most this many reports
@@ -26,9 +27,10 @@ pub struct PruneArgs {
     pub json: bool,
 }
 
-/// The limits the monitor applies after every report.
+/// The limits the monitor applies after every report: `[retention]` of the
+/// configuration over the defaults.
 pub fn default_retention() -> Retention {
-    Retention::default()
+    crate::config::global().retention()
 }
 
 /// Unix milliseconds now.
@@ -42,7 +44,7 @@ pub fn prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<u8> {
     let db = Database::open_existing(&db_path)
         .with_context(|| format!("cannot open the crash database {}", db_path.display()))
         .code(exit::USAGE)?;
-    let defaults = default_retention();
+    let defaults = ctx.config.retention();
     let limits = Retention {
         max_count: args.max_count.or(defaults.max_count),
         max_bytes: args.max_size.or(defaults.max_bytes),

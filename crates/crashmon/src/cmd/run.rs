@@ -18,6 +18,10 @@ pub struct RunArgs {
     /// The shared library to preload [default: libcrashmon.so next to this executable]
     #[arg(long, value_name = "FILE")]
     pub library: Option<PathBuf>,
+    /// Upload each report to this target after it is filed (passed to the
+    /// monitor as CRASHMON_UPLOAD, so it needs `crashmon consent enable`)
+    #[command(flatten)]
+    pub target: crate::cmd::upload::TargetArgs,
     /// The program and its arguments
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -37,17 +41,40 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<u8> {
         ))
         .code(exit::USAGE);
     }
+    // Validate the target before anything touches the disk.
+    let target = match (&args.target.upload, &args.target.dsn) {
+        (Some(t), _) | (None, Some(t)) => {
+            crashmon_uploader::Target::parse(t).context("bad upload target").code(exit::USAGE)?;
+            Some(t.clone())
+        }
+        _ => None,
+    };
     let db_path = ctx.database_path()?;
-    Database::open_or_create(&db_path)
+    let db = Database::open_or_create(&db_path)
         .with_context(|| format!("cannot use the crash database {}", db_path.display()))
         .code(exit::USAGE)?;
+    if target.is_some() && !crashmon_uploader::consent(&db).unwrap_or(false) {
+        eprintln!(
+            "crashmon: warning: uploads are disabled: reports stay pending until `crashmon consent enable` \
+             (or `crashmon upload --upload URL` sends them)"
+        );
+    }
     let mut preload = library.into_os_string();
     if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|p| !p.is_empty()) {
         preload.push(":");
         preload.push(existing);
     }
     let (program, rest) = args.command.split_first().context("no command given")?;
-    let err = Command::new(program)
+    let mut cmd = Command::new(program);
+    if let Some(t) = &target {
+        // The preloaded handler spawns a sidecar monitor that inherits this.
+        cmd.env(crate::cmd::upload::UPLOAD_ENV, t);
+    }
+    if let Some(c) = &ctx.config.file {
+        // The monitor reads the same configuration, however it was found.
+        cmd.env(crate::config::CONFIG_ENV, std::path::absolute(&c.value).unwrap_or_else(|_| c.value.clone()));
+    }
+    let err = cmd
         .args(rest)
         .env("LD_PRELOAD", preload)
         // The library installs itself only where this is set, and removes it
