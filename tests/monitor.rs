@@ -301,8 +301,11 @@ fn filter_rules_move_reports_to_failed_with_the_rule() {
 #[test]
 fn sigterm_finishes_the_dump_in_flight_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
-    let mut monitor = Monitor::start(dir.path(), &[], |_| {});
-    // A big app, so that its dump takes a while.
+    // A big app, and a dump held back for 2 s (fault injection), so that
+    // the test reliably sees it in flight.
+    let mut monitor = Monitor::start(dir.path(), &[], |cmd| {
+        cmd.env("CRASHMON_FAULT_INJECT", "slow-dump");
+    });
     let mut app = monitor.spawn_crasher(&["--threads", "1000"]);
     wait_for(Duration::from_secs(20), || (!monitor.files("new", "dmp").is_empty()).then_some(()))
         .expect("a dump in progress");
@@ -317,15 +320,11 @@ fn sigterm_finishes_the_dump_in_flight_and_exits_0() {
     let _: minidump::MinidumpThreadList<'_> = parse(&dumps[0]).get_stream().expect("thread list");
     assert!(!monitor.sock.exists(), "socket removed");
     assert!(monitor.log().contains("monitor stopped"), "{}", monitor.log());
+    assert!(monitor.log().contains("the dump waits 2 s"), "the dump was held in flight: {}", monitor.log());
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    crashmon_test_support::status_kib(pid, "VmRSS").unwrap_or(0)
 }
 
 /// B11: a crash loop at the rate of 1,000 crashes a minute (one every

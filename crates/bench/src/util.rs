@@ -159,16 +159,7 @@ pub fn field<T: std::str::FromStr>(line: &str, key: &str) -> Option<T> {
     line.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
 }
 
-/// A field of /proc/PID/status in KiB.
-pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    status_kib_path(&format!("/proc/{pid}/status"), field)
-}
-
-/// A `Field: N kB` line of a /proc file.
-pub fn status_kib_path(path: &str, field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(path).ok()?;
-    s.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().trim_end_matches("kB").trim().parse().ok())
-}
+pub use crashmon_test_support::{status_kib, status_kib_path};
 
 /// The filesystem type `path` lives on (longest mount point prefix in
 /// /proc/self/mountinfo).

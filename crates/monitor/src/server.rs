@@ -135,10 +135,13 @@ pub enum Fault {
     DieBeforePublish,
     /// SIGKILL itself after publishing, before replying to the app.
     DieBeforeReply,
+    /// Wait 2 s with the dump file open in `new/` before capturing: a dump
+    /// in flight that a test can observe (SIGTERM while dumping).
+    SlowDump,
 }
 
 /// Environment variable that selects a [`Fault`]: `die-mid-dump`,
-/// `die-before-publish`, `die-before-reply`.
+/// `die-before-publish`, `die-before-reply`, `slow-dump`.
 pub const FAULT_ENV: &str = "CRASHMON_FAULT_INJECT";
 
 impl Fault {
@@ -148,6 +151,7 @@ impl Fault {
             "die-mid-dump" => Some(Fault::DieMidDump),
             "die-before-publish" => Some(Fault::DieBeforePublish),
             "die-before-reply" => Some(Fault::DieBeforeReply),
+            "slow-dump" => Some(Fault::SlowDump),
             _ => None,
         }
     }
@@ -155,6 +159,11 @@ impl Fault {
 
 fn inject(config: &MonitorConfig, at: Fault, target: i32) {
     if config.fault != Some(at) {
+        return;
+    }
+    if at == Fault::SlowDump {
+        tracing::warn!("fault injection: the dump waits 2 s");
+        std::thread::sleep(std::time::Duration::from_secs(2));
         return;
     }
     tracing::warn!(?at, "fault injection: the monitor kills itself");
@@ -651,6 +660,7 @@ impl<'a> Connection<'a> {
                 w.begin(pid);
             }
             let t1 = std::time::Instant::now();
+            inject(self.config, Fault::SlowDump, pid);
             inject(self.config, Fault::DieMidDump, pid);
             let captured = capture::write_minidump(pid, tid, context, &mut new.file, &options.capture);
             if let Some(w) = &self.config.watchdog {

@@ -129,6 +129,17 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
 }
 
+/// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`, `Threads`...).
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    status_kib_path(&format!("/proc/{pid}/status"), field)
+}
+
+/// A `Field: N kB` line of a /proc file (`/proc/PID/status`, `/proc/meminfo`).
+pub fn status_kib_path(path: &str, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(path).ok()?;
+    s.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// Whether a process exists and is not a zombie.
 pub fn process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
