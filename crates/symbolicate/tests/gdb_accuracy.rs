@@ -202,11 +202,23 @@ fn compare(gdb: &[Frame], ours: &[Frame], last: Option<&str>, libc_too: bool) {
     }
 }
 
-fn compile_c(dir: &Path, source: &str) -> PathBuf {
+/// Compile and run a C case at -O2 and compare it with gdb; skipped (with
+/// the reason printed) when gdb or the C compiler is missing.
+fn c_case(source: &str, last: Option<&str>, needs_libc: bool) {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    if let Some(why) = skip_reason(&cc) {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = compile_c(&cc, dir.path(), source);
+    run_case(&exe, dir.path(), last, needs_libc);
+}
+
+fn compile_c(cc: &str, dir: &Path, source: &str) -> PathBuf {
     let src = dir.join("prog.c");
     std::fs::write(&src, source).unwrap();
     let exe = dir.join("prog");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(cc).args(["-O2", "-g", "-o"]).arg(&exe).arg(&src).status().unwrap();
     assert!(status.success());
     exe
@@ -227,13 +239,7 @@ fn run_case(exe: &Path, dir: &Path, last: Option<&str>, needs_libc: bool) {
 /// calls: the stack goes through libc (msort, qsort) and back.
 #[test]
 fn c_crash_through_libc_matches_gdb() {
-    if let Some(why) = skip_reason(&std::env::var("CC").unwrap_or_else(|_| "cc".into())) {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let exe = compile_c(
-        dir.path(),
+    c_case(
         r#"#include <stdlib.h>
 static volatile int sink;
 static inline __attribute__((always_inline)) void poke(volatile int *p, int v) {
@@ -256,20 +262,15 @@ int main(void) {
     return sink;
 }
 "#,
+        Some("main"),
+        true,
     );
-    run_case(&exe, dir.path(), Some("main"), true);
 }
 
 /// C: a chain of inlined and out-of-line functions, down to `_start`.
 #[test]
 fn c_inlined_chain_matches_gdb() {
-    if let Some(why) = skip_reason(&std::env::var("CC").unwrap_or_else(|_| "cc".into())) {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let exe = compile_c(
-        dir.path(),
+    c_case(
         r#"volatile int sink;
 static inline __attribute__((always_inline)) void poke(volatile int *p, int v) {
     *p = v;
@@ -292,8 +293,9 @@ int main(int argc, char **argv) {
     return sink;
 }
 "#,
+        Some("main"),
+        true,
     );
-    run_case(&exe, dir.path(), Some("main"), true);
 }
 
 /// Rust at opt-level 2: `#[inline(always)]` functions inside
