@@ -327,55 +327,103 @@ fn rss_kib(pid: u32) -> u64 {
     crashmon_test_support::status_kib(pid, "VmRSS").unwrap_or(0)
 }
 
-/// B11: a crash loop at the rate of 1,000 crashes a minute (one every
-/// 60 ms) against one shared monitor. 150 crashes keep the test near 10 s
-/// on 2 cores; the rate, not the total, is what loads the monitor. The
-/// database stays within `--max-reports` (pruned at most once a second, so
-/// it may overshoot by about a second of crashes), the monitor's RSS stays
-/// bounded, it never restarts, and overload skips symbolication (recorded).
+/// Bytes the database's reports use (dumps, metadata and reports in every
+/// state), as retention counts them.
+fn db_bytes(db: &Path) -> u64 {
+    ["pending", "completed", "failed"]
+        .iter()
+        .flat_map(|state| std::fs::read_dir(db.join(state)).into_iter().flatten().flatten())
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".dmp") || name.ends_with(".json")
+        })
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// B11 as written: 1,000 crashes in 60 s (one every 60 ms) against one
+/// shared monitor with count and size limits. The database stays within
+/// both (pruned at most once a second, so it may overshoot by about a
+/// second of crashes while the loop runs), the monitor's RSS stays bounded,
+/// it never restarts, every crash is dumped, and overload skips
+/// symbolication (recorded) instead of queueing without bound.
 #[test]
 fn b11_crash_loop_keeps_database_and_memory_bounded() {
-    const CRASHES: usize = 150;
-    const MAX_REPORTS: usize = 20;
+    const CRASHES: usize = 1000;
+    const MAX_REPORTS: usize = 40;
+    const MAX_BYTES: u64 = 2 << 20;
     let dir = tempfile::tempdir().unwrap();
-    let monitor = Monitor::start(dir.path(), &["--max-reports", "20", "--postprocess-queue", "4"], |_| {});
+    let monitor = Monitor::start(
+        dir.path(),
+        &["--max-reports", "40", "--max-db-size", &MAX_BYTES.to_string(), "--postprocess-queue", "4"],
+        |_| {},
+    );
     monitor.crash(&[]);
     std::thread::sleep(Duration::from_millis(300));
     let rss_before = rss_kib(monitor.pid());
     let count = || monitor.files("pending", "dmp").len() + monitor.metadata("failed").len();
     let mut max_seen = 0;
+    let mut max_bytes_seen = 0;
+    let mut deaths = 0;
     let started = Instant::now();
     let mut apps: Vec<Child> = Vec::new();
+    let mut reap = |apps: &mut Vec<Child>| {
+        apps.retain_mut(|a| match a.try_wait() {
+            Ok(Some(status)) => {
+                assert_eq!(death_signal(&status), Some(libc::SIGSEGV), "died by its own signal");
+                deaths += 1;
+                false
+            }
+            _ => true,
+        })
+    };
     for i in 0..CRASHES {
         let due = started + Duration::from_millis(60 * i as u64);
         while Instant::now() < due {
             std::thread::sleep(Duration::from_millis(5));
         }
         apps.push(monitor.spawn_crasher(&[]));
-        apps.retain_mut(|a| !matches!(a.try_wait(), Ok(Some(_))));
-        max_seen = max_seen.max(count());
-    }
-    for mut a in apps {
-        let s = wait_timeout(&mut a, Duration::from_secs(20)).expect("every app died");
-        assert_eq!(death_signal(&s), Some(libc::SIGSEGV));
+        reap(&mut apps);
+        if i % 10 == 0 {
+            max_seen = max_seen.max(count());
+            max_bytes_seen = max_bytes_seen.max(db_bytes(&monitor.db));
+        }
     }
     let took = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !apps.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        reap(&mut apps);
+    }
+    assert!(apps.is_empty(), "{} apps still alive 30 s after the loop", apps.len());
+    assert_eq!(deaths, CRASHES, "every app died by SIGSEGV");
     // One more crash after the loop triggers a final prune a second later.
     std::thread::sleep(Duration::from_millis(1100));
     monitor.crash(&[]);
-    let settled = wait_for(Duration::from_secs(10), || (count() <= MAX_REPORTS).then_some(count()));
+    let settled = wait_for(Duration::from_secs(10), || {
+        (count() <= MAX_REPORTS && db_bytes(&monitor.db) <= MAX_BYTES).then_some(())
+    });
     let rss_after = rss_kib(monitor.pid());
     let log = monitor.log();
     let dumped = log.matches("dump written").count();
     let skipped = log.matches("symbolication skipped").count();
     eprintln!(
         "{CRASHES} crashes in {took:?}: {dumped} dumps, {skipped} symbolications skipped, \
-         max {max_seen} reports seen, RSS {rss_before} -> {rss_after} KiB"
+         max {max_seen} reports / {max_bytes_seen} bytes seen, RSS {rss_before} -> {rss_after} KiB"
     );
-    assert!(settled.is_some(), "database within {MAX_REPORTS} reports: {}", count());
-    assert!(max_seen <= MAX_REPORTS + 40, "never far over the limit: {max_seen}");
+    assert!(took < Duration::from_secs(75), "the loop kept its rate: {took:?}");
+    assert!(
+        settled.is_some(),
+        "database within {MAX_REPORTS} reports and {MAX_BYTES} bytes: {} reports, {} bytes",
+        count(),
+        db_bytes(&monitor.db)
+    );
+    assert!(max_seen <= MAX_REPORTS + 40, "never far over the count limit: {max_seen}");
+    assert!(max_bytes_seen <= 2 * MAX_BYTES, "never far over the size limit: {max_bytes_seen}");
     assert!(dumped >= CRASHES, "every crash dumped: {dumped}");
-    assert!(rss_after < rss_before + 32 * 1024, "RSS {rss_before} -> {rss_after} KiB");
+    assert!(rss_after < rss_before + 24 * 1024, "RSS {rss_before} -> {rss_after} KiB");
     assert!(crashmon_test_support::process_alive(monitor.pid() as i32), "never restarted");
     assert!(log.contains("retention applied"), "pruned");
 }

@@ -1,5 +1,10 @@
 //! RELIABILITY C2 (another uid), D1 (umask 000), D2 (symlinks, group-writable
-//! database, a squatted socket) against the real `crashmon monitor`.
+//! database, a squatted socket) and D4 (only the monitor may trace a
+//! crashing app) against the real `crashmon monitor`.
+
+#[path = "sys_helpers.rs"]
+#[allow(dead_code)]
+mod sys;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -198,4 +203,69 @@ fn d2_live_foreign_socket_is_never_stolen() {
     // And it still works for its owner: a client can connect to it.
     let client = socket::socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).unwrap();
     socket::connect(client.as_raw_fd(), &UnixAddr::new(&sock).unwrap()).expect("squatter still reachable");
+}
+
+/// D4: during the crash window (the app is in its signal handler, the dump
+/// is held back 2 s by fault injection), a same-uid process that is not
+/// the app's ancestor and has no CAP_SYS_PTRACE (neither has the app)
+/// cannot trace the app; the
+/// monitor can, and dumps it. This holds because the handler names the
+/// monitor's pid with PR_SET_PTRACER (never PR_SET_PTRACER_ANY, which would
+/// let the stranger in). Only Yama enforces PR_SET_PTRACER: without Yama
+/// (or at scope 0) every same-uid process may trace every other and there
+/// is nothing to prove, so the test says so and checks the prober works.
+#[test]
+fn d4_only_the_monitor_may_trace_the_crashing_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("monitor.sock");
+    let log = dir.path().join("monitor.log");
+    let db = dir.path().join("db");
+    let child = Command::new(bin("crashmon"))
+        .args(["monitor", "--socket"])
+        .arg(&sock)
+        .env("CRASHMON_DATABASE", &db)
+        .env("CRASHMON_LOG", "info")
+        .env("CRASHMON_FAULT_INJECT", "slow-dump")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _monitor = KillOnDrop(child);
+    wait_for(Duration::from_secs(10), || sock.exists().then_some(())).expect("socket");
+    // The app, like the stranger, runs without CAP_SYS_PTRACE (else, as
+    // root, the stranger could not trace it for lack of capabilities the
+    // app has, whatever Yama says).
+    let mut app = Command::new(bin("crasher"));
+    app.args(["--crash", "segv", "--socket"]).arg(&sock).stdout(Stdio::null()).stderr(Stdio::null());
+    sys::drop_cap_sys_ptrace(&mut app);
+    let mut app = app.spawn().unwrap();
+    // The crash window: the dump has begun (file in new/), the app waits.
+    wait_for(Duration::from_secs(15), || (!files_with_ext(&db.join("new"), "dmp").is_empty()).then_some(()))
+        .expect("a dump in flight");
+    let stranger = sys::ptrace_seize_as_stranger(app.id() as i32);
+    let status = wait_timeout(&mut app, Duration::from_secs(15)).expect("the app died");
+    assert_eq!(death_signal(&status), Some(libc::SIGSEGV), "died by its own signal: {status:?}");
+    let dumps = wait_for(Duration::from_secs(10), || {
+        let d = files_with_ext(&db.join("pending"), "dmp");
+        (!d.is_empty()).then_some(d)
+    })
+    .expect("the monitor dumped the app");
+    let dump = minidump::Minidump::read(std::fs::read(&dumps[0]).unwrap()).expect("dump parses");
+    let threads: minidump::MinidumpThreadList<'_> = dump.get_stream().expect("thread list");
+    assert!(!threads.threads.is_empty(), "the monitor could trace the app's threads");
+    match sys::yama_scope() {
+        Some(scope) if scope >= 1 => {
+            assert_eq!(stranger, Err(libc::EPERM), "Yama scope {scope}: a stranger cannot trace the crashing app")
+        }
+        scope => {
+            // No Yama: the kernel lets any same-uid process trace. The
+            // prober must then have succeeded, proving it is a real test
+            // on a machine that has Yama.
+            assert_eq!(stranger, Ok(()), "without Yama the prober can trace (scope {scope:?})");
+            eprintln!(
+                "D4 not provable here: this kernel has {} (PR_SET_PTRACER is enforced only by Yama scope >= 1)",
+                scope.map_or("no Yama".to_owned(), |s| format!("Yama scope {s}"))
+            );
+        }
+    }
 }

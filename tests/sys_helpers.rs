@@ -63,3 +63,86 @@ pub fn unlimit_file_size(pid: u32) {
     let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) };
     assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
 }
+
+/// Yama's `ptrace_scope`, or `None` when the kernel has no Yama.
+#[allow(dead_code)]
+pub fn yama_scope() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").ok()?.trim().parse().ok()
+}
+
+const CAP_SYS_PTRACE: u32 = 19;
+
+/// Run `cmd` without CAP_SYS_PTRACE (dropped from its bounding set, so root
+/// does not regain it at exec), like a stranger made by
+/// [`ptrace_seize_as_stranger`]: the kernel lets a tracer trace only a
+/// tracee whose capabilities are a subset of its own.
+#[allow(dead_code)]
+pub fn drop_cap_sys_ptrace(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and makes
+    // one prctl call (async-signal-safe).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_PTRACE as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// What an unrelated same-uid process gets when it tries to trace `pid`:
+/// a forked child (not an ancestor of `pid`) drops CAP_SYS_PTRACE (so it
+/// cannot override Yama, even as root), then
+/// `PTRACE_SEIZE`s `pid` (no stop is sent; its exit detaches). `Ok(())`
+/// if it could trace it, else the errno.
+#[allow(dead_code)]
+pub fn ptrace_seize_as_stranger(pid: i32) -> Result<(), i32> {
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    // SAFETY: fork in a (multi-threaded) test process; the child only makes
+    // raw syscalls (capset, ptrace, _exit) on its own stack memory, which
+    // is async-signal-safe, and never returns into Rust code.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+        let mut data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+        // SAFETY: see above; pointers to live locals.
+        unsafe {
+            if libc::syscall(libc::SYS_capget, &header as *const CapHeader, data.as_mut_ptr()) != 0 {
+                libc::_exit(200);
+            }
+            let bit = !(1u32 << CAP_SYS_PTRACE);
+            data[0].effective &= bit;
+            data[0].permitted &= bit;
+            data[0].inheritable &= bit;
+            if libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) != 0 {
+                libc::_exit(200);
+            }
+            let r = libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0);
+            let code = if r == 0 { 0 } else { *libc::__errno_location() };
+            libc::_exit(code.clamp(0, 199));
+        }
+    }
+    assert!(child > 0, "fork: {}", std::io::Error::last_os_error());
+    let mut status = 0;
+    // SAFETY: waits for the child forked above; status is a live local.
+    let r = unsafe { libc::waitpid(child, &mut status, 0) };
+    assert_eq!(r, child, "waitpid");
+    assert!(libc::WIFEXITED(status), "the prober exited: {status:#x}");
+    match libc::WEXITSTATUS(status) {
+        0 => Ok(()),
+        200 => panic!("capget/capset failed in the prober"),
+        errno => Err(errno),
+    }
+}
