@@ -11,6 +11,11 @@
 //! - A6: a second thread crashes while the first crash is handled.
 //! - A9: fork without exec; A10: PID 1 of a new pid namespace; A11: the app
 //!   made itself non-dumpable.
+//! - `signal()` resets in a Rust app: the app replaces our dispositions
+//!   after install, then `rearm()` (C programs: see crates/capi/tests).
+//! - A3: a stack overflow on a thread made by `libc::pthread_create` (no
+//!   alternate stack) is dumped once the thread calls
+//!   `ensure_thread_alt_stack()`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -313,6 +318,21 @@ fn unshare_available() -> Option<PathBuf> {
     path
 }
 
+/// The one dump of a run whose monitor may have died with the app: in
+/// pending/, or still in new/ with its metadata (the monitor replies once
+/// the dump and its metadata are fsynced there and publishes it to pending/
+/// afterwards; if it dies first, the next sweep publishes it).
+fn one_durable_dump(db: &Path) -> PathBuf {
+    let found = wait_for(Duration::from_secs(1), || {
+        let mut all = files_with_ext(&db.join("pending"), "dmp");
+        all.extend(files_with_ext(&db.join("new"), "dmp").into_iter().filter(|d| d.with_extension("json").is_file()));
+        (!all.is_empty()).then_some(all)
+    })
+    .unwrap_or_default();
+    assert_eq!(found.len(), 1, "exactly one durable dump: {found:?}");
+    found.into_iter().next().unwrap()
+}
+
 /// The app is PID 1 of a new pid namespace (with its own /proc, as in a
 /// container): no hang, and the dump is durable before the process exits.
 /// (When PID 1 dies the kernel kills the whole namespace, the monitor too:
@@ -342,7 +362,7 @@ fn a10_app_is_pid_1_of_a_new_pid_namespace() {
         let run = run_cmd(cmd, db, Duration::from_secs(10));
         assert_eq!(run.field("ready", "pid"), Some(1), "{kind}: the crasher is PID 1: {:?}", run.stdout);
         assert!(run.elapsed < Duration::from_secs(10), "{kind}: {:?}", run.elapsed);
-        let dump = one_pending_dump(run.db.path(), Duration::from_secs(1));
+        let dump = one_durable_dump(run.db.path());
         check_dump(&dump, name);
         let m = metadata(&dump);
         assert_eq!(m["pid"], 1, "{kind}");
@@ -376,4 +396,84 @@ fn a11_undumpable_app_is_still_dumped() {
     let thread = threads.threads.iter().find(|t| t.raw.thread_id == tid).unwrap();
     let memory = minidump::UnifiedMemoryList::Memory(memory);
     assert!(thread.stack_memory(&memory).is_some_and(|s| s.size() > 0), "stack memory present");
+}
+
+// ---------------------------------------------------------------- signal() resets
+
+/// A Rust app replaces our SIGSEGV/SIGABRT handlers after install (with
+/// libc's sigaction: nothing interposes it in a Rust app), then calls
+/// `rearm()`: both signals are re-armed, the crash is dumped, then the
+/// app's handler runs, and the process dies by SIGSEGV.
+#[test]
+fn reset_handler_then_rearm_dumps_and_chains_to_the_app_handler() {
+    let run = run(&["--crash", "segv", "--late-handler", "handler", "--rearm"]);
+    assert!(run.has_line("rearmed n=2"), "{:?}", run.stdout);
+    one_crash(&run, libc::SIGSEGV, "SIGSEGV");
+    assert!(run.has_line("late handler ran sig=11"), "{:?}", run.stdout);
+}
+
+#[test]
+fn reset_handler_then_rearm_dumps_an_abort() {
+    let run = run(&["--crash", "abort", "--late-handler", "handler", "--rearm"]);
+    one_crash(&run, libc::SIGABRT, "SIGABRT");
+    assert!(run.has_line("late handler ran sig=06"), "{:?}", run.stdout);
+}
+
+/// Reset to SIG_DFL, then `rearm()`: dumped, and still dies by SIGSEGV.
+#[test]
+fn reset_to_default_then_rearm_dumps() {
+    let run = run(&["--crash", "segv", "--late-handler", "default", "--rearm"]);
+    assert!(run.has_line("rearmed n=2"), "{:?}", run.stdout);
+    one_crash(&run, libc::SIGSEGV, "SIGSEGV");
+}
+
+/// `rearm()` with nothing changed re-arms nothing and harms nothing.
+#[test]
+fn rearm_without_a_reset_changes_nothing() {
+    let run = run(&["--crash", "segv", "--rearm"]);
+    assert!(run.has_line("rearmed n=0"), "{:?}", run.stdout);
+    one_crash(&run, libc::SIGSEGV, "SIGSEGV");
+}
+
+/// The control: without `rearm()` the replaced handler has the signal to
+/// itself (no dump), so the tests above pass because of `rearm()`.
+#[test]
+fn reset_handler_without_rearm_is_the_apps_alone() {
+    let run = run(&["--crash", "segv", "--late-handler", "handler"]);
+    assert_eq!(run.signal, Some(libc::SIGSEGV), "stderr: {}", run.stderr);
+    assert!(run.has_line("late handler ran sig=11"), "{:?}", run.stdout);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(dumps(run.db.path()).is_empty());
+}
+
+// ---------------------------------------------------------------- A3, C-created threads
+
+/// A stack overflow on a 64 KiB thread made by `libc::pthread_create` (C
+/// code's way: no alternate signal stack) that called
+/// `ensure_thread_alt_stack()`: dumped, blamed on that thread, with its
+/// stack memory.
+#[test]
+fn a3_overflow_on_a_c_created_thread_with_ensure_thread_alt_stack_is_dumped() {
+    let run = run(&["--crash", "stack-overflow", "--on", "small-pthread", "--thread-alt-stack"]);
+    let dump = one_crash(&run, libc::SIGSEGV, "SIGSEGV");
+    let tid = run.field("crashing", "tid").expect("crashing tid line") as u32;
+    let md = Minidump::read_path(&dump).unwrap();
+    let exc: MinidumpException<'_> = md.get_stream().unwrap();
+    assert_eq!(exc.get_crashing_thread_id(), tid, "the overflowing thread is blamed");
+    let threads: MinidumpThreadList<'_> = md.get_stream().unwrap();
+    let memory: MinidumpMemoryList<'_> = md.get_stream().unwrap();
+    let memory = minidump::UnifiedMemoryList::Memory(memory);
+    let thread = threads.threads.iter().find(|t| t.raw.thread_id == tid).unwrap();
+    assert!(thread.stack_memory(&memory).is_some_and(|s| s.size() > 0), "its stack memory is in the dump");
+}
+
+/// The control: the same thread without `ensure_thread_alt_stack()` has no
+/// stack to run a handler on; the kernel kills the process, no dump.
+#[test]
+fn a3_overflow_on_a_c_created_thread_without_an_alt_stack_is_lost() {
+    let run = run(&["--crash", "stack-overflow", "--on", "small-pthread"]);
+    assert_eq!(run.signal, Some(libc::SIGSEGV), "stderr: {}", run.stderr);
+    assert!(run.field("crashing", "tid").is_some(), "{:?}", run.stdout);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(dumps(run.db.path()).is_empty());
 }

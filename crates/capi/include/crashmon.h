@@ -7,6 +7,15 @@
  * All functions return 0 on success and a negative code on failure; a
  * message for the last failure of the calling thread is available from
  * crashmon_last_error(). None of them may be called from a signal handler.
+ *
+ * The library also interposes pthread_create (every new thread gets an
+ * alternate signal stack) and signal, sigaction, bsd_signal, sysv_signal:
+ * while crashmon is installed, a handler (or SIG_DFL) the program sets for
+ * SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP or SIGSYS is kept as the
+ * handler crashmon calls after writing its dump, instead of replacing
+ * crashmon's; sigaction queries return what the program set. Set
+ * CRASHMON_INTERPOSE_SIGNALS=0 in the environment to turn this off (for
+ * programs that handle these signals in normal operation, e.g. a JVM).
  */
 #ifndef CRASHMON_H
 #define CRASHMON_H

@@ -107,6 +107,12 @@ pub extern "C" fn crashmon_last_error() -> *const c_char {
 
 /// Runs when the library is loaded (`LD_PRELOAD` by `crashmon run`).
 extern "C" fn preload_constructor() {
+    // Before anything can call the interposed `sigaction` below: find
+    // libc's (dlsym is not signal-safe, so not later).
+    crashmon_handler_signal::resolve_real_sigaction();
+    if std::env::var_os(crate::INTERPOSE_SIGNALS_ENV).is_some_and(|v| v == "0") {
+        crashmon_handler_signal::set_interposition(false);
+    }
     if std::env::var_os(crate::PRELOAD_ENV).is_none_or(|v| v != "1") {
         return;
     }
@@ -188,4 +194,60 @@ pub unsafe extern "C" fn pthread_create(
         drop(unsafe { Box::from_raw(boxed) });
     }
     rc
+}
+
+/// Interposes libc's `sigaction` (in `libcrashmon.so`): while crashmon is
+/// installed, a crash signal's new disposition becomes the one crashmon
+/// chains to after its dump, and crashmon's handler stays; the app gets
+/// back the disposition it set before (libsigchain-style). Every other
+/// call goes to libc's. See `crashmon_handler_signal::sigaction`.
+///
+/// # Safety
+/// The contract of `sigaction(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
+    // SAFETY: the caller's arguments, per the same contract.
+    unsafe { crashmon_handler_signal::sigaction(sig, act, old) }
+}
+
+/// Interposes `signal` (BSD semantics, as glibc's) with the rules of
+/// [`sigaction`].
+///
+/// # Safety
+/// The contract of `signal(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    // SAFETY: the caller's arguments, per the same contract.
+    unsafe { crashmon_handler_signal::signal(sig, handler, crashmon_handler_signal::SignalFlavor::Bsd) }
+}
+
+/// Interposes `bsd_signal` (the same as `signal`).
+///
+/// # Safety
+/// The contract of `signal(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bsd_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    // SAFETY: the caller's arguments, per the same contract.
+    unsafe { crashmon_handler_signal::signal(sig, handler, crashmon_handler_signal::SignalFlavor::Bsd) }
+}
+
+/// Interposes `sysv_signal` (`SA_RESETHAND | SA_NODEFER`).
+///
+/// # Safety
+/// The contract of `sysv_signal(3)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    // SAFETY: the caller's arguments, per the same contract.
+    unsafe { crashmon_handler_signal::signal(sig, handler, crashmon_handler_signal::SignalFlavor::SysV) }
+}
+
+/// Interposes `__sysv_signal`, which glibc's headers substitute for
+/// `signal` in strict standard modes (`-std=c99` without `_DEFAULT_SOURCE`).
+///
+/// # Safety
+/// The contract of `sysv_signal(3)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    // SAFETY: the caller's arguments, per the same contract.
+    unsafe { crashmon_handler_signal::signal(sig, handler, crashmon_handler_signal::SignalFlavor::SysV) }
 }

@@ -1,7 +1,10 @@
-//! crashmon's C API (`include/crashmon.h`) and the `LD_PRELOAD` entry point
-//! used by `crashmon run`.
+//! crashmon's C API (`include/crashmon.h`), the `LD_PRELOAD` entry point
+//! used by `crashmon run`, and the libc functions `libcrashmon.so`
+//! interposes (`pthread_create`: alternate signal stacks; `signal`,
+//! `sigaction`, `bsd_signal`, `sysv_signal`: crash signals stay reported
+//! when the program sets their dispositions after init).
 //!
-//! Every exported function is in the [`ffi`] module, the only place with
+//! Every exported function is in the `ffi` module, the only place with
 //! `unsafe`; the logic below works on Rust types.
 
 mod ffi;
@@ -32,6 +35,14 @@ pub mod code {
 
 /// Environment variable that makes the preloaded library install itself.
 pub const PRELOAD_ENV: &str = "CRASHMON_PRELOAD";
+
+/// Environment variable that, set to `0`, turns off the library's
+/// `signal`/`sigaction` rules for crash signals (read at load time): a
+/// disposition the program sets after `crashmon_init` then replaces
+/// crashmon's handler, as without the library. For programs that handle
+/// crash signals in normal operation (JVMs, garbage collectors, wasm
+/// runtimes).
+pub const INTERPOSE_SIGNALS_ENV: &str = "CRASHMON_INTERPOSE_SIGNALS";
 
 static GUARD: Mutex<Option<Guard>> = Mutex::new(None);
 

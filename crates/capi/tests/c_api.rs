@@ -172,3 +172,164 @@ fn c_pthread_overflow_without_crashmon_is_not_reported() {
     assert_eq!(signal, Some(libc::SIGSEGV));
     assert!(files_with_ext(&db.join("pending"), "dmp").is_empty());
 }
+
+// ------------------------------------------------ survive signal() resets
+
+/// `crates/capi/tests/c/signal_reset.c` in `mode`, linked with
+/// libcrashmon (`linked`) or under `crashmon run`: its death signal, its
+/// stdout lines and the database directory (inside `dir`).
+fn run_signal_reset(dir: &Path, mode: &str, linked: bool) -> (Option<i32>, Vec<String>, PathBuf) {
+    run_signal_reset_with(dir, mode, linked, &[], &[])
+}
+
+/// As [`run_signal_reset`], with extra compiler flags and environment.
+fn run_signal_reset_with(
+    dir: &Path,
+    mode: &str,
+    linked: bool,
+    cflags: &[&str],
+    envs: &[(&str, &str)],
+) -> (Option<i32>, Vec<String>, PathBuf) {
+    let exe = dir.join(format!("signal_reset_{}", if linked { "linked" } else { "plain" }));
+    let source = "crates/capi/tests/c/signal_reset.c";
+    let mut flags = vec!["-ldl"];
+    if linked {
+        flags.push("-DWITH_CRASHMON");
+    }
+    flags.extend_from_slice(cflags);
+    compile_with(source, linked, &exe, &flags);
+    let db = dir.join("db");
+    let mut cmd = if linked {
+        let mut c = Command::new(&exe);
+        c.arg(mode).env("CRASHMON_MONITOR", bin("crashmon"));
+        c
+    } else {
+        lib_dir();
+        let mut c = Command::new(bin("crashmon"));
+        c.arg("run").arg("--").arg(&exe).arg(mode);
+        c
+    };
+    cmd.env("CRASHMON_DATABASE", &db).envs(envs.iter().copied());
+    let (signal, stdout) = run_program(cmd);
+    (signal, stdout.lines().map(str::to_owned).collect(), db)
+}
+
+/// Exactly one dump in pending/, of a SIGSEGV at address 0 on the crashing
+/// thread, parsed with the minidump crate.
+fn exactly_one_segv_dump(db: &Path) {
+    let dumps = pending(db, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(files_with_ext(&db.join("pending"), "dmp").len(), 1, "exactly one dump");
+    let md = minidump::Minidump::read_path(&dumps[0]).expect("the dump parses");
+    let sys: minidump::MinidumpSystemInfo = md.get_stream().expect("system info");
+    let exc: minidump::MinidumpException<'_> = md.get_stream().expect("exception stream");
+    let threads: minidump::MinidumpThreadList<'_> = md.get_stream().expect("thread list");
+    let reason = exc.get_crash_reason(sys.os, sys.cpu).to_string();
+    assert!(reason.starts_with("SIGSEGV"), "{reason}");
+    assert_eq!(exc.get_crash_address(sys.os, sys.cpu), 0, "the NULL write");
+    let tid = exc.get_crashing_thread_id();
+    assert!(threads.threads.iter().any(|t| t.raw.thread_id == tid));
+    assert_eq!(metadata_of(&dumps[0])["crash"]["signal_name"], "SIGSEGV");
+}
+
+fn has(lines: &[String], line: &str) -> bool {
+    lines.iter().any(|l| l == line)
+}
+
+/// The app installs its own SIGSEGV handler with `signal()` after
+/// `crashmon_init`: crashmon still dumps, then the app's handler runs
+/// (it sees the disposition it set), and the process dies by SIGSEGV.
+#[test]
+fn app_signal_handler_set_after_init_is_chained_after_the_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let (signal, out, db) = run_signal_reset(dir.path(), "signal", true);
+    assert_eq!(signal, Some(libc::SIGSEGV), "{out:?}");
+    assert!(has(&out, "previous=default"), "the app sees the disposition from before crashmon: {out:?}");
+    assert!(has(&out, "current=app"), "a query returns the app's own handler: {out:?}");
+    assert!(has(&out, "app handler ran sig=11"), "{out:?}");
+    exactly_one_segv_dump(&db);
+}
+
+/// The same with `sigaction(SA_SIGINFO)`.
+#[test]
+fn app_sigaction_handler_set_after_init_is_chained_after_the_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let (signal, out, db) = run_signal_reset(dir.path(), "sigaction", true);
+    assert_eq!(signal, Some(libc::SIGSEGV), "{out:?}");
+    assert!(has(&out, "current=app"), "{out:?}");
+    assert!(has(&out, "app handler ran sig=11"), "{out:?}");
+    exactly_one_segv_dump(&db);
+}
+
+/// `signal(SIGSEGV, SIG_DFL)` after init: still a dump, still SIGSEGV.
+#[test]
+fn app_resetting_sigsegv_to_default_after_init_still_gets_a_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let (signal, out, db) = run_signal_reset(dir.path(), "default", true);
+    assert_eq!(signal, Some(libc::SIGSEGV), "{out:?}");
+    assert!(has(&out, "current=default"), "{out:?}");
+    assert!(!out.iter().any(|l| l.starts_with("app handler ran")), "{out:?}");
+    exactly_one_segv_dump(&db);
+}
+
+/// Built with `-std=c99` (no `_DEFAULT_SOURCE`), glibc's headers turn
+/// `signal()` into `__sysv_signal` (System V semantics: `SA_RESETHAND`):
+/// interposed too.
+#[test]
+fn app_sysv_signal_handler_set_after_init_is_chained_after_the_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let (signal, out, db) = run_signal_reset_with(dir.path(), "signal", true, &["-std=c99", "-DSTRICT_SIGNAL"], &[]);
+    assert_eq!(signal, Some(libc::SIGSEGV), "{out:?}");
+    assert!(has(&out, "previous=default"), "{out:?}");
+    assert!(has(&out, "current=app"), "{out:?}");
+    assert!(has(&out, "app handler ran sig=11"), "{out:?}");
+    exactly_one_segv_dump(&db);
+}
+
+/// An unmodified program under `crashmon run` replaces the SIGSEGV handler
+/// at the start of main (after the preload installed crashmon).
+#[test]
+fn app_signal_handler_under_crashmon_run_is_chained_after_the_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let (signal, out, db) = run_signal_reset(dir.path(), "signal", false);
+    assert_eq!(signal, Some(libc::SIGSEGV), "{out:?}");
+    assert!(has(&out, "app handler ran sig=11"), "{out:?}");
+    exactly_one_segv_dump(&db);
+}
+
+/// `signal(SIGSEGV, SIG_DFL)` under `crashmon run`.
+#[test]
+fn app_resetting_sigsegv_to_default_under_crashmon_run_still_gets_a_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let (signal, out, db) = run_signal_reset(dir.path(), "default", false);
+    assert_eq!(signal, Some(libc::SIGSEGV), "{out:?}");
+    exactly_one_segv_dump(&db);
+}
+
+/// The control: the same replacement made with libc's own `signal` (found
+/// with dlsym, so the interposition does not see it) takes SIGSEGV from
+/// crashmon: the app's handler runs, and there is no dump. So the tests
+/// above pass because of the interposition.
+#[test]
+fn app_handler_set_behind_the_interposition_loses_the_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let (signal, out, db) = run_signal_reset(dir.path(), "direct", true);
+    assert_eq!(signal, Some(libc::SIGSEGV), "{out:?}");
+    assert!(has(&out, "app handler ran sig=11"), "{out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(files_with_ext(&db.join("pending"), "dmp").is_empty());
+}
+
+/// `CRASHMON_INTERPOSE_SIGNALS=0` (for programs that handle crash signals
+/// in normal operation): the program's `signal()` takes SIGSEGV from
+/// crashmon, as without the library.
+#[test]
+fn interposition_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (signal, out, db) =
+        run_signal_reset_with(dir.path(), "signal", true, &[], &[(crashmon::INTERPOSE_SIGNALS_ENV, "0")]);
+    assert_eq!(signal, Some(libc::SIGSEGV), "{out:?}");
+    assert!(has(&out, "app handler ran sig=11"), "{out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(files_with_ext(&db.join("pending"), "dmp").is_empty());
+}

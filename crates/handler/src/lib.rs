@@ -39,12 +39,13 @@ pub use breadcrumbs::BreadcrumbLayer;
 #[cfg(feature = "log")]
 pub use breadcrumbs::LogAdapter;
 pub use breadcrumbs::{Level, breadcrumb};
+pub use crashmon_handler_signal::CONTEXT_LEN;
 pub use filter::{ErrorReports, Filtered, ReportFilter, Stats, stats};
 pub use request::{
     DumpError, MAX_ANNOTATIONS, PanicMode, ReportId, annotate, annotations_dropped, annotations_truncated,
     remove_annotation, report_error, request_dump,
 };
-pub use signal::CONTEXT_LEN;
+pub use signal::rearm;
 
 thread_local! {
     static THREAD_ALT_STACK: std::cell::RefCell<Option<signal::AltStack>> = const { std::cell::RefCell::new(None) };

@@ -24,13 +24,23 @@
 //! `--second-crash KIND` (another thread crashes with KIND while the first
 //! crash is handled).
 //!
-//! Reporting flags: `--ignore-error-type NAME`, `--sample-rate R` (the
-//! handler's filter), `--report-errors N` (N handled `std::io::Error`s, each
-//! printing `report-error ok id=ID` or `report-error filtered`),
+//! Reporting flags: `--ignore-error-type NAME`, `--sample-rate R`,
+//! `--sample-seed N` (the handler's filter), `--report-errors N` (N handled
+//! `std::io::Error`s, each printing `report-error ok id=ID` or
+//! `report-error filtered`),
 //! `--log-errors` / `--tracing-errors` (error events through the `log`
 //! adapter / the `tracing` layer with error reports on: 3 from one call
 //! site, then 2 from two others, at most 2 a minute), `--install-twice`,
 //! `--config-database PATH`; then `stats ...` is printed before the crash.
+//!
+//! Signal-reset flags: `--late-handler handler|default` (after install, the
+//! app replaces the SIGSEGV/SIGABRT dispositions with `libc::sigaction`: a
+//! handler printing `late handler ran sig=N`, or SIG_DFL), `--rearm` (then
+//! calls `crashmon_handler::rearm()` and prints `rearmed n=N`).
+//! `--on small-pthread` crashes on a thread made by `libc::pthread_create`
+//! with a 64 KiB stack (as C code makes them: no alternate signal stack);
+//! with `--thread-alt-stack` that thread first calls
+//! `crashmon_handler::ensure_thread_alt_stack()`.
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
@@ -202,6 +212,76 @@ mod raw {
         }
     }
 
+    extern "C" fn late_handler(sig: libc::c_int, _info: *mut libc::siginfo_t, _uc: *mut libc::c_void) {
+        let mut line = *b"late handler ran sig=00\n";
+        line[21] = b'0' + (sig / 10) as u8;
+        line[22] = b'0' + (sig % 10) as u8;
+        // SAFETY: write(2) and sigaction(2) are async-signal-safe; a zeroed
+        // sigaction with SIG_DFL is valid.
+        unsafe {
+            libc::write(1, line.as_ptr().cast(), line.len());
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        }
+    }
+
+    /// After install: replace the SIGSEGV and SIGABRT dispositions with
+    /// `late_handler` (`handler`) or SIG_DFL (`default`), directly with
+    /// libc's sigaction (a Rust app has no interposition).
+    pub fn replace_dispositions(mode: &str) {
+        // SAFETY: a valid sigaction struct; the handler has the SA_SIGINFO
+        // signature.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            if mode == "handler" {
+                action.sa_sigaction =
+                    late_handler as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) as usize;
+                action.sa_flags = libc::SA_SIGINFO;
+            } else {
+                action.sa_sigaction = libc::SIG_DFL;
+            }
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGSEGV, &action, std::ptr::null_mut());
+            libc::sigaction(libc::SIGABRT, &action, std::ptr::null_mut());
+        }
+    }
+
+    /// Run `f` on a thread made by `libc::pthread_create` with a 64 KiB
+    /// stack (no alternate signal stack, as C code makes threads), first
+    /// calling `ensure_thread_alt_stack()` on it if `alt_stack`; wait for it.
+    pub fn on_small_pthread(f: fn(), alt_stack: bool) {
+        struct Start {
+            f: fn(),
+            alt_stack: bool,
+        }
+        extern "C" fn start(arg: *mut libc::c_void) -> *mut libc::c_void {
+            // SAFETY: `arg` is the `Start` below, alive until the join.
+            let start = unsafe { &*arg.cast::<Start>() };
+            if start.alt_stack
+                && let Err(e) = crashmon_handler::ensure_thread_alt_stack()
+            {
+                eprintln!("crasher: ensure_thread_alt_stack: {e}");
+            }
+            (start.f)();
+            std::ptr::null_mut()
+        }
+        let mut arg = Start { f, alt_stack };
+        // SAFETY: standard pthread attribute/creation calls with valid
+        // pointers; `arg` outlives the thread (joined below).
+        unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            libc::pthread_attr_init(&mut attr);
+            libc::pthread_attr_setstacksize(&mut attr, 64 * 1024);
+            let mut thread: libc::pthread_t = std::mem::zeroed();
+            let rc = libc::pthread_create(&mut thread, &attr, start, (&raw mut arg).cast());
+            libc::pthread_attr_destroy(&mut attr);
+            if rc == 0 {
+                libc::pthread_join(thread, std::ptr::null_mut());
+            }
+        }
+    }
+
     /// `prctl(PR_SET_DUMPABLE, 0)`.
     pub fn set_undumpable() -> bool {
         // SAFETY: plain prctl with integer arguments.
@@ -299,6 +379,10 @@ fn main() {
     let mut second_delay_ms = 5u64;
     let mut ignore_types: Vec<String> = Vec::new();
     let mut sample_rate = None;
+    let mut sample_seed = None;
+    let mut late_handler: Option<String> = None;
+    let mut rearm = false;
+    let mut thread_alt_stack = false;
     let mut report_errors = 0usize;
     let mut log_errors = false;
     let mut tracing_errors = false;
@@ -320,6 +404,10 @@ fn main() {
             "--second-crash" => second_crash = args.next().and_then(|k| crashmon_demo::Kind::from_name(&k)),
             "--ignore-error-type" => ignore_types.push(args.next().unwrap_or_default()),
             "--sample-rate" => sample_rate = args.next().and_then(|r| r.parse::<f64>().ok()),
+            "--sample-seed" => sample_seed = args.next().and_then(|r| r.parse::<u64>().ok()),
+            "--late-handler" => late_handler = args.next(),
+            "--rearm" => rearm = true,
+            "--thread-alt-stack" => thread_alt_stack = true,
             "--report-errors" => report_errors = args.next().and_then(|n| n.parse().ok()).unwrap_or(0),
             "--log-errors" => log_errors = true,
             "--tracing-errors" => tracing_errors = true,
@@ -372,6 +460,7 @@ fn main() {
     if let Some(rate) = sample_rate {
         config.filter.handled_error_sample_rate = rate;
     }
+    config.filter.sample_seed = sample_seed;
     config.database = config_database.map(Into::into);
     let again = config.clone();
     let guard = match crashmon_handler::install(config) {
@@ -388,6 +477,12 @@ fn main() {
             Ok(_) => println!("second install: ok"),
             Err(e) => println!("second install: {e:?}"),
         }
+    }
+    if let Some(mode) = &late_handler {
+        raw::replace_dispositions(mode);
+    }
+    if rearm {
+        println!("rearmed n={}", crashmon_handler::rearm());
     }
     if undumpable && !raw::set_undumpable() {
         eprintln!("crasher: PR_SET_DUMPABLE failed");
@@ -534,6 +629,7 @@ fn main() {
             let _ = std::thread::Builder::new().name("crasher-thread".into()).spawn(crash_here).map(|h| h.join());
         }
         "pthread" => crashmon_demo::trigger::on_raw_pthread(crash_here),
+        "small-pthread" => raw::on_small_pthread(crash_here, thread_alt_stack),
         // RELIABILITY A5: 100 idle threads, then 20 threads released at
         // once that all crash.
         "many" => {
@@ -557,7 +653,7 @@ fn main() {
             drop(idle);
         }
         other => {
-            eprintln!("crasher: --on {other}: expected main, thread, pthread or many");
+            eprintln!("crasher: --on {other}: expected main, thread, pthread, small-pthread or many");
             std::process::exit(2);
         }
     }
