@@ -74,15 +74,78 @@ fn monitor_dies_before_publish() {
     next_crash_sweeps_and_works(db.path(), 0);
 }
 
-/// B6: killed after publishing, before the reply: the dump survives and the
-/// app, seeing the connection close, dies by its own signal at once.
+/// B6: killed once the dump is durable in new/ (dump and metadata fsynced),
+/// before the reply: the app, seeing the connection close, dies by its own
+/// signal at once; the dump is not published by the dead monitor, but it is
+/// complete, and the next monitor's sweep publishes it (the crash is not
+/// lost).
 #[test]
 fn monitor_dies_before_reply() {
     let db = tempfile::tempdir().unwrap();
     let took = crash(db.path(), Some("die-before-reply"));
     assert!(took < Duration::from_secs(5), "the app noticed the monitor's death: {took:?}");
+    assert!(files_with_ext(&db.path().join("pending"), "dmp").is_empty(), "published only after the reply");
+    let durable = files_with_ext(&db.path().join("new"), "dmp");
+    assert_eq!(durable.len(), 1, "the durable dump is in new/");
+    assert_eq!(files_with_ext(&db.path().join("new"), "json").len(), 1, "with its metadata");
+    assert_parses(&durable[0]);
+    next_crash_sweeps_and_works(db.path(), 0);
+    // The next sidecar's sweep published the first crash's dump too.
+    let pending = wait_for(Duration::from_secs(60), || {
+        let p = files_with_ext(&db.path().join("pending"), "dmp");
+        (p.len() == 2).then_some(p)
+    })
+    .expect("both crashes in pending/");
+    for p in &pending {
+        assert_parses(p);
+    }
+}
+
+/// Start a shared monitor on `db` (it sweeps the database first), wait
+/// until it listens, and stop it.
+fn start_and_stop_a_monitor(db: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("monitor.sock");
+    let child = Command::new(bin("crashmon"))
+        .args(["monitor", "--socket"])
+        .arg(&sock)
+        .env("CRASHMON_DATABASE", db)
+        .env_remove("CRASHMON_FAULT_INJECT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn crashmon monitor");
+    let _monitor = crashmon_test_support::KillOnDrop(child);
+    // The socket is bound after the sweep.
+    wait_for(Duration::from_secs(10), || sock.exists().then_some(())).expect("the monitor listens");
+}
+
+/// The publish step is off the reply path: the monitor replies once the
+/// dump and its metadata are durable in new/, then moves them to pending/
+/// while the app dies. Killed right after the reply, it leaves a complete
+/// report in new/; the next monitor start publishes exactly one report
+/// (and a second start publishes nothing more).
+#[test]
+fn monitor_dies_after_reply_next_start_publishes_exactly_once() {
+    let db = tempfile::tempdir().unwrap();
+    let took = crash(db.path(), Some("die-after-reply"));
+    assert!(took < Duration::from_secs(5), "the app got its reply: {took:?}");
+    let new = db.path().join("new");
+    assert!(files_with_ext(&db.path().join("pending"), "dmp").is_empty(), "killed before publishing");
+    assert_eq!(files_with_ext(&new, "dmp").len(), 1, "the dump is in new/: {:?}", std::fs::read_dir(&new));
+    assert_eq!(files_with_ext(&new, "json").len(), 1, "with its metadata");
+
+    start_and_stop_a_monitor(db.path());
     let pending = files_with_ext(&db.path().join("pending"), "dmp");
-    assert_eq!(pending.len(), 1, "the published dump survives");
+    assert_eq!(pending.len(), 1, "published exactly once");
     assert_parses(&pending[0]);
-    next_crash_sweeps_and_works(db.path(), 1);
+    assert!(files_with_ext(&new, "dmp").is_empty() && files_with_ext(&new, "json").is_empty(), "new/ is empty");
+    let entries = crashmon_database::Database::open_existing(db.path()).unwrap().list().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].state, crashmon_database::ReportState::Pending);
+    assert_eq!(entries[0].metadata.crash.signal, Some(libc::SIGSEGV));
+    assert_eq!(entries[0].metadata.dump_size, std::fs::metadata(&pending[0]).ok().map(|m| m.len()));
+
+    start_and_stop_a_monitor(db.path());
+    assert_eq!(files_with_ext(&db.path().join("pending"), "dmp"), pending, "still exactly one report");
 }

@@ -64,7 +64,7 @@ pub fn handler_idle(opts: Opts) -> anyhow::Result<()> {
         &["what", "median", "p99"],
         &[
             vec![
-                "install() incl. sidecar spawn + handshake".into(),
+                "install() incl. sidecar spawn (hello queued, answer not awaited)".into(),
                 format!("{:.2} ms", im / 1e3),
                 format!("{:.2} ms", ip / 1e3),
             ],

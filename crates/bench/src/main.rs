@@ -108,7 +108,25 @@ fn run_once(dir: &Path, variant: Variant, work: &Path) -> anyhow::Result<Duratio
     let took = started.elapsed();
     ensure!(status.signal() == Some(libc::SIGSEGV), "{variant:?}: expected death by SIGSEGV, got {status}");
     if variant != Variant::Plain {
-        let after = dumps_in(&dump_dir);
+        let after = if variant == Variant::Crashmon {
+            // Durable when the app died: in pending/, or still in new/ with
+            // its metadata (both fsynced before the reply; the monitor moves
+            // them to pending/ while the app dies, the metadata first).
+            // new/ is read first and ids are counted once, so a dump moving
+            // meanwhile is seen in one place or both, never in neither.
+            let mut ids = std::collections::BTreeSet::new();
+            for d in dumps_in(&work.join("new")) {
+                let stem = d.file_stem().map(|s| s.to_owned()).unwrap_or_default();
+                let json = Path::new(&stem).with_extension("json");
+                if work.join("new").join(&json).is_file() || dump_dir.join(&json).is_file() {
+                    ids.insert(stem);
+                }
+            }
+            ids.extend(dumps_in(&dump_dir).iter().filter_map(|d| d.file_stem().map(|s| s.to_owned())));
+            ids.into_iter().map(PathBuf::from).collect::<Vec<_>>()
+        } else {
+            dumps_in(&dump_dir)
+        };
         if after.len() != before + 1 {
             for f in std::fs::read_dir(work.join("failed")).into_iter().flatten().flatten() {
                 eprintln!("failed/: {}", std::fs::read_to_string(f.path()).unwrap_or_default());
@@ -126,7 +144,9 @@ fn run_once(dir: &Path, variant: Variant, work: &Path) -> anyhow::Result<Duratio
         // Let the monitor finish symbolicating (off the app's path) before
         // the next run, so runs do not compete for the CPUs.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while dumps_in(&dump_dir).iter().any(|d| !d.with_extension("report.json").exists()) && Instant::now() < deadline
+        while (!dumps_in(&work.join("new")).is_empty()
+            || dumps_in(&dump_dir).iter().any(|d| !d.with_extension("report.json").exists()))
+            && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(2));
         }

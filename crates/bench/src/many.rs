@@ -64,6 +64,13 @@ pub fn many_crashes(opts: Opts) -> anyhow::Result<()> {
             }
         }
         let all_dead = started.elapsed();
+        // Every dump was durable (fsynced in new/ with its metadata) before
+        // its app died; the monitor moves the last ones to pending/ right
+        // after. Let it finish before counting.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !util::files_with_ext(&dbdir.join("new"), "dmp").is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let db = Database::open_existing(&dbdir)?;
         let mut per_pid: BTreeMap<i32, usize> = BTreeMap::new();
         for e in db.list()? {

@@ -24,10 +24,16 @@
 //! `.json`. Files left behind by a crash midway are ignored by [`Database::list`]
 //! and removed by [`Database::sweep_new`].
 //!
+//! A dump is published in two steps so that the crashed app need not wait for
+//! the second: [`Database::make_durable`] fsyncs the dump, `new/<id>.json` and
+//! `new/` (one journal commit), then [`Database::publish`] renames both into
+//! `pending/` and fsyncs it. A complete dump whose writer died between the two
+//! is published by the next [`Database::sweep_new`].
+//!
 //! Concurrency: readers may run at any time. Changes to one report should come
 //! from one process at a time (the monitor commits, the uploader moves
-//! reports on); `sweep_new` must only run when no dump is being written, e.g.
-//! when the monitor starts.
+//! reports on). `sweep_new` may run next to live writers: a dump in `new/`
+//! is `flock`ed by its writer, and the sweep touches only unlocked ones.
 
 mod error;
 mod fsutil;
@@ -220,6 +226,19 @@ pub struct NewDump {
     pub path: PathBuf,
 }
 
+/// A dump made durable in `new/` with its metadata by
+/// [`Database::make_durable`]; [`Database::publish`] moves it into
+/// `pending/`. If it is dropped instead, [`Database::sweep_new`] publishes it.
+#[derive(Debug)]
+pub struct DurableDump {
+    /// The report's id.
+    pub id: ReportId,
+    /// The dump, still open and locked (so no sweep touches it meanwhile).
+    file: File,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
 /// A finished report as found in the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -253,6 +272,16 @@ impl Entry {
             Err(e) => Err(io_err("read", path)(e)),
         }
     }
+}
+
+/// What `sweep` did with one dump in `new/`.
+enum SweptDump {
+    /// Its writer is alive (or it vanished meanwhile): left alone.
+    Live,
+    /// Complete: published to `pending/`.
+    Recovered,
+    /// Partial: removed.
+    Removed,
 }
 
 /// How long a stray file must have been left alone before `sweep_new`
@@ -443,51 +472,68 @@ impl Database {
         sync_dir(dest.parent().unwrap_or(&self.root))
     }
 
-    /// Deletes everything in `new/` (partial dumps of a writer that died,
-    /// temporary files) and, in the state directories, files left behind by
-    /// a commit or move interrupted more than 60 s ago: metadata or reports
-    /// without their dump (except the metadata-only records of
+    /// Cleans up after writers that died. In `new/`: a dump whose writer is
+    /// gone is published to `pending/` exactly once if it is complete (made
+    /// durable by [`make_durable`](Self::make_durable): its metadata
+    /// parseable and agreeing with it), and deleted otherwise (a partial
+    /// dump); other files (temporaries) are deleted once 60 s old. In the
+    /// state directories: files left behind by a commit or move interrupted
+    /// more than 60 s ago, i.e. metadata or reports without their dump
+    /// (except the metadata-only records of
     /// [`record_failure`](Self::record_failure) in `failed/`). Returns how
-    /// many files were removed. Must not run while a dump is being written.
+    /// many files were removed. Dumps whose writer is alive (it holds their
+    /// lock) are never touched, so this may run next to other monitors.
     pub fn sweep_new(&self) -> Result<usize, DbError> {
         self.sweep(ORPHAN_GRACE)
     }
 
     fn sweep(&self, grace: Duration) -> Result<usize, DbError> {
-        /// A file in new/ is a leftover when it is a dump nobody holds the
-        /// writer's lock on, or any other (temporary) file older than `grace`.
-        fn leftover_in_new(path: &Path, now: Duration, grace: Duration) -> bool {
-            if path.extension().is_some_and(|e| e == "dmp") {
-                use std::os::unix::fs::OpenOptionsExt;
-                return match fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits())
-                    .open(path)
-                {
-                    Ok(f) => f.try_lock().is_ok(),
-                    Err(_) => false,
-                };
-            }
-            fs::symlink_metadata(path)
-                .map(|m| now.saturating_sub(Duration::new(m.ctime().max(0).unsigned_abs(), 0)) >= grace)
-                .unwrap_or(false)
-        }
-
         let mut removed = 0;
+        let mut recovered = 0;
         let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        for path in fsutil::dir_entries(&self.dir(ReportState::New))? {
-            if !leftover_in_new(&path, now_secs, grace) {
+        let new_dir = self.dir(ReportState::New);
+        // Dumps first: a complete one takes its metadata along to pending/.
+        for path in fsutil::dir_entries(&new_dir)? {
+            let Some((id, FileKind::Dump)) = file_name(&path).and_then(FileKind::parse) else {
+                continue;
+            };
+            match self.sweep_dump(id, &path) {
+                Ok(SweptDump::Live) => {}
+                Ok(SweptDump::Recovered) => recovered += 1,
+                Ok(SweptDump::Removed) => removed += 1,
+                Err(e) => tracing::warn!("sweeping the database: {e}"),
+            }
+        }
+        // Then anything else in new/ (temporary files, metadata whose dump
+        // is gone) once it has been left alone for `grace`.
+        for path in fsutil::dir_entries(&new_dir)? {
+            if path.extension().is_some_and(|e| e == "dmp") {
+                continue;
+            }
+            // The metadata of a dump still in new/ goes with its dump.
+            if let Some((id, FileKind::Metadata)) = file_name(&path).and_then(FileKind::parse)
+                && is_file(&self.file(ReportState::New, id, FileKind::Dump))?
+            {
+                continue;
+            }
+            let old = fs::symlink_metadata(&path)
+                .map(|m| now_secs.saturating_sub(Duration::new(m.ctime().max(0).unsigned_abs(), 0)) >= grace)
+                .unwrap_or(false);
+            if !old {
                 continue;
             }
             match remove_file(&path) {
                 Ok(gone) => {
                     if gone {
-                        tracing::info!(path = %path.display(), "removed a partial dump whose writer is gone");
+                        tracing::info!(path = %path.display(), "removed a leftover of an interrupted change");
                     }
                     removed += usize::from(gone)
                 }
                 Err(e) => tracing::warn!("sweeping the database: {e}"),
             }
+        }
+        if recovered > 0 {
+            tracing::info!(recovered, "published complete dumps whose monitor died before publishing them");
         }
         let locations = self.scan()?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -518,6 +564,52 @@ impl Database {
         Ok(removed)
     }
 
+    /// Sweeps one `new/<id>.dmp`: a dump whose writer holds its lock is
+    /// left alone; an unlocked complete one (see `is_complete`) is published
+    /// to `pending/`; any other unlocked one is a partial file and removed,
+    /// with its metadata. The sweeper holds the dump's lock throughout, so
+    /// two sweepers never both publish (or remove) the same dump.
+    fn sweep_dump(&self, id: ReportId, path: &Path) -> Result<SweptDump, DbError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(path)
+        {
+            Ok(f) => f,
+            // Gone meanwhile (published or swept by someone else), or not a
+            // regular file we may open: not ours to judge.
+            Err(_) => return Ok(SweptDump::Live),
+        };
+        if file.try_lock().is_err() {
+            return Ok(SweptDump::Live);
+        }
+        // Still the file at that name? (Another sweeper may have moved it
+        // between our open and our lock.)
+        let same = match (file.metadata(), fs::symlink_metadata(path)) {
+            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev() && a.is_file(),
+            _ => false,
+        };
+        if !same {
+            return Ok(SweptDump::Live);
+        }
+        let new_json = self.file(ReportState::New, id, FileKind::Metadata);
+        if self.is_complete(id, &file) {
+            self.move_to_pending(id)?;
+            tracing::info!(%id, "published a complete dump left in new/ by a monitor that died");
+            drop(file);
+            return Ok(SweptDump::Recovered);
+        }
+        // Unlink while holding the lock.
+        let gone = remove_file(path)?;
+        remove_file(&new_json)?;
+        drop(file);
+        if gone {
+            tracing::info!(path = %path.display(), "removed a partial dump whose writer is gone");
+        }
+        Ok(if gone { SweptDump::Removed } else { SweptDump::Live })
+    }
+
     /// Allocates a fresh id and creates `new/<id>.dmp` (`O_CREAT|O_EXCL|O_NOFOLLOW`,
     /// mode 0600) for the dump writer.
     pub fn begin_dump(&self) -> Result<NewDump, DbError> {
@@ -543,53 +635,119 @@ impl Database {
         Ok(NewDump { id, file, path })
     }
 
-    /// Publishes a finished dump: fsyncs it, writes `metadata` to
-    /// `pending/<id>.json`, renames the dump to `pending/<id>.dmp` and fsyncs
-    /// `pending/`. The `id` of `metadata` is replaced by the dump's and
-    /// `dump_size` by the dump's actual size. On error nothing becomes
-    /// visible; the dump stays in `new/` until [`sweep_new`](Self::sweep_new).
+    /// Publishes a finished dump in one go: [`make_durable`](Self::make_durable)
+    /// then [`publish`](Self::publish). On error nothing becomes visible;
+    /// the dump stays in `new/` until [`sweep_new`](Self::sweep_new).
     pub fn commit_dump(&self, dump: NewDump, metadata: &Metadata) -> Result<ReportId, DbError> {
-        let NewDump { id, file, .. } = dump;
-        // Keep `file` open (and locked) until the dump has left new/.
-        let new_path = self.file(ReportState::New, id, FileKind::Dump);
-        let size = file.metadata().map_err(io_err("inspect", &new_path))?.len();
-        let metadata = Metadata { id, dump_size: Some(size), ..metadata.clone() };
-        let json_path = self.file(ReportState::Pending, id, FileKind::Metadata);
-        let json = to_json(&metadata, &json_path)?;
+        let durable = self.make_durable(dump, metadata)?;
+        self.publish(durable)
+    }
 
-        // Both files must be durable before either becomes visible. Their
-        // fsyncs run concurrently, so the filesystem can fold them into one
-        // journal commit: this is on the crashed app's critical path.
-        let tmp = self.dir(ReportState::New).join(format!("{id}.json.tmp"));
-        let written = std::thread::scope(|scope| {
-            let json_sync = scope.spawn(|| -> Result<(), DbError> {
-                let mut f = create_file(&tmp)?;
-                f.write_all(&json).and_then(|()| f.sync_all()).map_err(io_err("write", &tmp))
-            });
-            let dump_sync = file.sync_all().map_err(io_err("sync", &new_path));
-            let json_sync = json_sync.join().unwrap_or_else(|_| {
-                Err(DbError::Io { op: "write", path: tmp.clone(), source: io::Error::other("writer thread panicked") })
-            });
-            dump_sync.and(json_sync)
-        });
-        let published = written.and_then(|()| {
-            // Metadata first: a visible .dmp always has its .json.
-            fs::rename(&tmp, &json_path).map_err(io_err("move into place", &json_path))?;
-            let dump_path = self.file(ReportState::Pending, id, FileKind::Dump);
-            if let Err(e) = fs::rename(&new_path, &dump_path) {
-                let _ = fs::remove_file(&json_path);
-                return Err(io_err("move into place", &dump_path)(e));
-            }
-            // One directory sync makes both renames durable.
-            sync_dir(&self.dir(ReportState::Pending))
-        });
-        if published.is_err() {
-            let _ = fs::remove_file(&tmp);
+    /// Makes a finished dump durable where it is, in `new/`: writes
+    /// `metadata` to `new/<id>.json` and fsyncs the dump, the metadata and
+    /// `new/` itself, concurrently (so the filesystem can fold them into one
+    /// journal commit). The `id` of `metadata` is replaced by the dump's and
+    /// `dump_size` by the dump's actual size.
+    ///
+    /// When this returns, the report survives a crash of this process or of
+    /// the machine: if [`publish`](Self::publish) never runs,
+    /// [`sweep_new`](Self::sweep_new) finds the dump complete (unlocked, its
+    /// metadata parseable, sizes agreeing) and publishes it to `pending/`.
+    /// On error the metadata is removed again and the dump stays in `new/`
+    /// as a partial file that `sweep_new` deletes.
+    pub fn make_durable(&self, dump: NewDump, metadata: &Metadata) -> Result<DurableDump, DbError> {
+        let NewDump { id, file, path } = dump;
+        // Keep `file` open (and locked) until the dump has left new/.
+        let size = file.metadata().map_err(io_err("inspect", &path))?.len();
+        let metadata = Metadata { id, dump_size: Some(size), ..metadata.clone() };
+        let json_path = self.file(ReportState::New, id, FileKind::Metadata);
+        let json = to_json(&metadata, &json_path)?;
+        let result = (|| {
+            let mut json_file = create_file(&json_path)?;
+            json_file.write_all(&json).map_err(io_err("write", &json_path))?;
+            // This is on the crashed app's critical path: three fsyncs at
+            // once cost about one journal commit.
+            let dir = self.dir(ReportState::New);
+            std::thread::scope(|scope| {
+                let panicked = |path: &Path| DbError::Io {
+                    op: "sync",
+                    path: path.to_path_buf(),
+                    source: io::Error::other("sync thread panicked"),
+                };
+                let json_sync = scope.spawn(|| json_file.sync_all().map_err(io_err("sync", &json_path)));
+                let dir_sync = scope.spawn(|| sync_dir(&dir));
+                let dump_sync = file.sync_all().map_err(io_err("sync", &path));
+                let json_sync = json_sync.join().unwrap_or_else(|_| Err(panicked(&json_path)));
+                let dir_sync = dir_sync.join().unwrap_or_else(|_| Err(panicked(&dir)));
+                dump_sync.and(json_sync).and(dir_sync)
+            })
+        })();
+        if let Err(e) = result {
+            // Without its metadata the dump is a partial file for sweep_new.
+            let _ = fs::remove_file(&json_path);
+            return Err(e);
         }
-        published?;
+        tracing::debug!(%id, size, "crash report durable in new/");
+        Ok(DurableDump { id, file, size })
+    }
+
+    /// Moves a durable dump and its metadata into `pending/`: the metadata
+    /// first (a visible `.dmp` always has its `.json`), then the dump, then
+    /// one fsync of `pending/` for both renames. On error the report stays
+    /// complete in `new/`, and the next [`sweep_new`](Self::sweep_new)
+    /// publishes it.
+    pub fn publish(&self, dump: DurableDump) -> Result<ReportId, DbError> {
+        let DurableDump { id, file, size } = dump;
+        self.move_to_pending(id)?;
         tracing::info!(%id, size, "crash report committed");
+        // Unlock only now that the dump has left new/.
         drop(file);
         Ok(id)
+    }
+
+    /// Renames `new/<id>.json` (unless it already moved) and `new/<id>.dmp`
+    /// into `pending/`, then fsyncs `pending/`.
+    fn move_to_pending(&self, id: ReportId) -> Result<(), DbError> {
+        let new_json = self.file(ReportState::New, id, FileKind::Metadata);
+        let json_path = self.file(ReportState::Pending, id, FileKind::Metadata);
+        match fs::rename(&new_json, &json_path) {
+            Ok(()) => {}
+            // A sweep finishing an interrupted publish: the metadata moved
+            // already.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && is_file(&json_path)? => {}
+            Err(e) => return Err(io_err("move into place", &json_path)(e)),
+        }
+        let new_dump = self.file(ReportState::New, id, FileKind::Dump);
+        let dump_path = self.file(ReportState::Pending, id, FileKind::Dump);
+        fs::rename(&new_dump, &dump_path).map_err(io_err("move into place", &dump_path))?;
+        // One directory sync makes both renames durable.
+        sync_dir(&self.dir(ReportState::Pending))
+    }
+
+    /// Whether the unlocked `new/<id>.dmp` (open as `dump`) is a complete
+    /// report whose writer died between [`make_durable`](Self::make_durable)
+    /// and the end of [`publish`](Self::publish): its metadata (in `new/`,
+    /// or already moved to `pending/`) parses, names this id and this
+    /// dump's size, and the dump starts with the minidump signature. Then
+    /// it fsyncs both files, so the recovered report is as durable as a
+    /// published one.
+    fn is_complete(&self, id: ReportId, dump: &File) -> bool {
+        use std::io::Read;
+        let Ok(size) = dump.metadata().map(|m| m.len()) else {
+            return false;
+        };
+        let mut magic = [0u8; 4];
+        if (&*dump).read_exact(&mut magic).is_err() || &magic != b"MDMP" {
+            return false;
+        }
+        let candidates = [
+            self.file(ReportState::New, id, FileKind::Metadata),
+            self.file(ReportState::Pending, id, FileKind::Metadata),
+        ];
+        candidates.iter().any(|path| {
+            let ok = read_json::<Metadata>(path).is_ok_and(|m| m.id == id && m.dump_size == Some(size));
+            ok && File::open(path).and_then(|f| f.sync_all()).is_ok()
+        }) && dump.sync_all().is_ok()
     }
 
     /// Removes the dump of a writer that failed.

@@ -631,3 +631,110 @@ fn attachments_keep_the_tail_refuse_symlinks_and_fifos_and_go_with_the_report() 
     db.prune(&Retention { max_count: Some(0), max_bytes: None, max_age: None }, 10).unwrap();
     assert!(!dir.exists());
 }
+
+/// A dump made durable whose writer died before publishing it (the monitor
+/// killed right after replying to the app): the next sweep publishes it to
+/// pending/, exactly once, with its metadata.
+#[test]
+fn a_durable_dump_whose_writer_died_is_published_once_by_the_sweep() {
+    let f = fixture();
+    let mut dump = f.db.begin_dump().unwrap();
+    dump.file.write_all(b"MDMP and the rest of a dump").unwrap();
+    let m = metadata(7);
+    let durable = f.db.make_durable(dump, &m).unwrap();
+    let id = durable.id;
+    assert_eq!(names(&f.db.root().join("new")), [format!("{id}.dmp"), format!("{id}.json")]);
+    assert!(f.db.list().unwrap().is_empty(), "not visible before it is published");
+    // While the writer lives, a sweep leaves it alone.
+    assert_eq!(f.db.sweep(Duration::ZERO).unwrap(), 0);
+    assert_eq!(names(&f.db.root().join("new")).len(), 2);
+    drop(durable); // the writer died
+
+    assert_eq!(f.db.sweep_new().unwrap(), 0, "nothing removed");
+    assert_eq!(names(&f.db.root().join("new")), Vec::<String>::new());
+    assert_eq!(names(&f.db.root().join("pending")), [format!("{id}.dmp"), format!("{id}.json")]);
+    let listed = f.db.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, id);
+    assert_eq!(listed[0].state, ReportState::Pending);
+    assert_eq!(listed[0].metadata.dump_size, Some(27));
+    assert_eq!(listed[0].metadata.annotations, m.annotations);
+    // Once only.
+    assert_eq!(f.db.sweep(Duration::ZERO).unwrap(), 0);
+    assert_eq!(f.db.list().unwrap().len(), 1);
+}
+
+/// Killed between the two renames of `publish`: the metadata is in
+/// pending/, the dump still in new/. The sweep finishes the move.
+#[test]
+fn a_publish_interrupted_between_its_renames_is_finished_by_the_sweep() {
+    let f = fixture();
+    let mut dump = f.db.begin_dump().unwrap();
+    dump.file.write_all(b"MDMP").unwrap();
+    let durable = f.db.make_durable(dump, &metadata(1)).unwrap();
+    let id = durable.id;
+    let root = f.db.root();
+    fs::rename(root.join(format!("new/{id}.json")), root.join(format!("pending/{id}.json"))).unwrap();
+    drop(durable);
+    assert!(f.db.list().unwrap().is_empty());
+    f.db.sweep_new().unwrap();
+    assert_eq!(names(&root.join("pending")), [format!("{id}.dmp"), format!("{id}.json")]);
+    assert_eq!(f.db.list().unwrap().len(), 1);
+}
+
+/// A dump in new/ without usable metadata is partial, whatever else it
+/// looks like: no metadata, metadata cut short, metadata of another size,
+/// no minidump signature. All are removed, none published.
+#[test]
+fn incomplete_dumps_in_new_are_removed_not_published() {
+    let f = fixture();
+    let root = f.db.root().to_path_buf();
+    let durable_with = |bytes: &[u8]| {
+        let mut dump = f.db.begin_dump().unwrap();
+        dump.file.write_all(bytes).unwrap();
+        f.db.make_durable(dump, &metadata(1)).unwrap()
+    };
+    // Metadata cut short.
+    let a = durable_with(b"MDMP");
+    let json = root.join(format!("new/{}.json", a.id));
+    let text = fs::read(&json).unwrap();
+    fs::write(&json, &text[..text.len() / 2]).unwrap();
+    // The dump grew after its metadata was written (not what was made durable).
+    let b = durable_with(b"MDMP");
+    fs::OpenOptions::new().append(true).open(root.join(format!("new/{}.dmp", b.id))).unwrap().write_all(b"x").unwrap();
+    // Not a minidump.
+    let c = durable_with(b"ELF!");
+    // No metadata at all: the writer died while writing the dump.
+    let mut d = f.db.begin_dump().unwrap();
+    d.file.write_all(b"MDMP").unwrap();
+    drop((a, b, c, d));
+
+    assert_eq!(f.db.sweep(Duration::ZERO).unwrap(), 4);
+    assert_eq!(names(&root.join("new")), Vec::<String>::new());
+    assert_eq!(names(&root.join("pending")), Vec::<String>::new());
+    assert!(f.db.list().unwrap().is_empty());
+}
+
+/// Several monitors starting at once sweep the same orphans: every
+/// complete dump is published exactly once.
+#[test]
+fn concurrent_sweeps_publish_each_orphan_once() {
+    let f = fixture();
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let mut dump = f.db.begin_dump().unwrap();
+        dump.file.write_all(b"MDMP").unwrap();
+        ids.push(f.db.make_durable(dump, &metadata(i)).unwrap().id); // dropped: writer gone
+    }
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| f.db.sweep_new().unwrap());
+        }
+    });
+    let mut listed: Vec<ReportId> = f.db.list().unwrap().iter().map(|e| e.id).collect();
+    listed.sort();
+    ids.sort();
+    assert_eq!(listed, ids);
+    assert_eq!(names(&f.db.root().join("new")), Vec::<String>::new());
+    assert_eq!(names(&f.db.root().join("pending")).len(), 100);
+}

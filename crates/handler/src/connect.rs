@@ -1,5 +1,6 @@
-//! Reaching the monitor: spawn a sidecar over a socket pair, or connect to a
-//! shared monitor's socket; then the hello handshake.
+//! Reaching the monitor: spawn a sidecar over a socket pair (hello sent, its
+//! answer not awaited), or connect to a shared monitor's socket and complete
+//! the hello handshake.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -20,7 +21,23 @@ pub(crate) struct Connected {
 
 pub(crate) fn connect(config: &HandlerConfig) -> Result<Connected, InstallError> {
     let connected = match &config.monitor {
-        MonitorConnection::Spawn { exe, args } => spawn(exe.as_deref(), args, config)?,
+        MonitorConnection::Spawn { exe, args } => {
+            let connected = spawn(exe.as_deref(), args, config)?;
+            // A sidecar we spawned ourselves: we know its pid (for
+            // PR_SET_PTRACER) and the socket pair can only lead to it, so
+            // install() does not wait for it to start (~2 ms of exec and
+            // start-up of the monitor, off the app's start). The Hello is
+            // queued now; the monitor reads it before anything the app sends
+            // later (a SEQPACKET socket keeps the order), so a crash in the
+            // first milliseconds is dumped once the monitor is up (the
+            // handler waits for the reply as usual). The HelloAck stays
+            // unread in our receive queue: every reader of this socket (the
+            // signal path, handled-error requests) skips messages that are
+            // not the answer to its request. Exec failures are still
+            // reported: `Command::spawn` returns them.
+            send_hello(&connected.socket)?;
+            return Ok(connected);
+        }
         MonitorConnection::Socket(path) => connect_socket(path)?,
     };
     match handshake(&connected.socket, config.connect_timeout) {
@@ -106,13 +123,20 @@ fn connect_socket(path: &Path) -> Result<Connected, InstallError> {
     Ok(Connected { socket: fd, monitor_pid: cred.pid() as u32, child: None })
 }
 
-/// Send `Hello`, wait for `HelloAck`; returns the monitor's pid.
-fn handshake(fd: &OwnedFd, timeout: Duration) -> Result<u32, InstallError> {
+/// Send `Hello`.
+fn send_hello(fd: &OwnedFd) -> Result<(), InstallError> {
     let mut buf = [0u8; proto::MAX_MESSAGE_LEN];
     let hello = proto::Message::Hello(proto::Hello { pid: std::process::id(), flags: 0 });
     let n = proto::encode(&hello, &mut buf).map_err(|e| InstallError::Handshake(format!("{e:?}")))?;
     socket::send(fd.as_raw_fd(), &buf[..n], MsgFlags::MSG_NOSIGNAL)
         .map_err(|e| InstallError::Handshake(format!("send: {e}")))?;
+    Ok(())
+}
+
+/// Send `Hello`, wait for `HelloAck`; returns the monitor's pid.
+fn handshake(fd: &OwnedFd, timeout: Duration) -> Result<u32, InstallError> {
+    send_hello(fd)?;
+    let mut buf = [0u8; proto::MAX_MESSAGE_LEN];
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -6,9 +6,11 @@
 //! ([`serve_socket`]). The monitor checks the peer's credentials before it
 //! decodes anything, answers the hello, and on a dump request suspends the
 //! process with ptrace, writes a minidump into the crash database's `new/`,
-//! publishes it to `pending/` with its metadata, and replies so the app can
-//! die by its own signal. Post-processing (symbolication) runs afterwards
-//! through the [`AfterCapture`] hook.
+//! makes it durable there with its metadata (one fsync round), replies so
+//! the app can die by its own signal, and then publishes the report to
+//! `pending/` (a monitor killed before that leaves a complete report that
+//! the next sweep publishes). Post-processing (symbolication) runs
+//! afterwards through the [`AfterCapture`] hook.
 //!
 //! A malformed message or a refused peer only ends that connection.
 

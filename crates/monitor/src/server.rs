@@ -133,15 +133,19 @@ pub enum Fault {
     DieMidDump,
     /// SIGKILL itself after the dump is written, before it is published.
     DieBeforePublish,
-    /// SIGKILL itself after publishing, before replying to the app.
+    /// SIGKILL itself once the dump is durable in `new/`, before replying
+    /// to the app.
     DieBeforeReply,
+    /// SIGKILL itself right after replying to the app, before publishing
+    /// the durable dump from `new/` to `pending/`.
+    DieAfterReply,
     /// Wait 2 s with the dump file open in `new/` before capturing: a dump
     /// in flight that a test can observe (SIGTERM while dumping).
     SlowDump,
 }
 
 /// Environment variable that selects a [`Fault`]: `die-mid-dump`,
-/// `die-before-publish`, `die-before-reply`, `slow-dump`.
+/// `die-before-publish`, `die-before-reply`, `die-after-reply`, `slow-dump`.
 pub const FAULT_ENV: &str = "CRASHMON_FAULT_INJECT";
 
 impl Fault {
@@ -151,6 +155,7 @@ impl Fault {
             "die-mid-dump" => Some(Fault::DieMidDump),
             "die-before-publish" => Some(Fault::DieBeforePublish),
             "die-before-reply" => Some(Fault::DieBeforeReply),
+            "die-after-reply" => Some(Fault::DieAfterReply),
             "slow-dump" => Some(Fault::SlowDump),
             _ => None,
         }
@@ -413,6 +418,11 @@ struct Connection<'a> {
     attachments: Vec<PathBuf>,
 }
 
+/// Messages up to this size are received into a buffer on the connection
+/// thread's stack (hello, breadcrumbs, small annotations); larger ones into
+/// a heap buffer that lives only while the message is handled.
+const SMALL_MESSAGE: usize = 512;
+
 /// Breadcrumbs kept per client: the newest win.
 pub const MAX_BREADCRUMBS: usize = 100;
 
@@ -453,9 +463,16 @@ impl<'a> Connection<'a> {
             tracing::warn!(peer_uid = self.peer_uid, peer_pid = self.peer_pid, "refusing a client of another user");
             return;
         }
-        let mut buf = vec![0u8; proto::MAX_MESSAGE_LEN + 1];
+        // No receive buffer while the client is idle (most of a shared
+        // monitor's clients, most of the time): learn the next message's
+        // length first (MSG_PEEK|MSG_TRUNC into nothing, which blocks until
+        // one arrives), then receive it into a buffer of exactly that size
+        // (never more than MAX_MESSAGE_LEN: a peer does not choose our
+        // allocation), freed once the message is handled.
+        let mut small = [0u8; SMALL_MESSAGE];
+        let mut large = Vec::new();
         loop {
-            let n = match socket::recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            let len = match socket::recv(self.fd.as_raw_fd(), &mut [], MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC) {
                 Ok(0) => {
                     tracing::debug!(pid = self.peer_pid, "client disconnected");
                     return;
@@ -467,10 +484,24 @@ impl<'a> Connection<'a> {
                     return;
                 }
             };
-            if n > proto::MAX_MESSAGE_LEN {
-                tracing::warn!(pid = self.peer_pid, "oversized message; dropping connection");
+            if len > proto::MAX_MESSAGE_LEN {
+                tracing::warn!(pid = self.peer_pid, len, "oversized message; dropping connection");
                 return;
             }
+            let buf: &mut [u8] = if len <= SMALL_MESSAGE {
+                &mut small[..len]
+            } else {
+                large.resize(len, 0);
+                &mut large[..]
+            };
+            let n = match socket::recv(self.fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => continue,
+                Err(e) => {
+                    tracing::debug!(pid = self.peer_pid, "recv: {e}");
+                    return;
+                }
+            };
             let msg = match proto::decode(&buf[..n]) {
                 Ok(m) => m,
                 Err(e) => {
@@ -481,6 +512,7 @@ impl<'a> Connection<'a> {
             if !self.handle(msg) {
                 return;
             }
+            large = Vec::new();
         }
     }
 
@@ -590,8 +622,20 @@ impl<'a> Connection<'a> {
     }
 
     fn send(&self, msg: &proto::Message<'_>) -> bool {
-        let mut buf = [0u8; proto::MAX_MESSAGE_LEN];
-        let Ok(n) = proto::encode(msg, &mut buf) else { return false };
+        // The monitor sends only HelloAck, DumpComplete and DumpFailed (at
+        // most 284 bytes): a small stack buffer. A MAX_MESSAGE_LEN (20 KiB)
+        // one here cost every connection thread 20 KiB of resident stack
+        // (the stack probe touches every page of the frame, once, for good).
+        let mut small = [0u8; SMALL_MESSAGE];
+        let mut large = Vec::new();
+        let (buf, n) = match proto::encode(msg, &mut small) {
+            Ok(n) => (&small[..], n),
+            Err(_) => {
+                large.resize(proto::MAX_MESSAGE_LEN, 0);
+                let Ok(n) = proto::encode(msg, &mut large) else { return false };
+                (&large[..], n)
+            }
+        };
         match socket::send(self.fd.as_raw_fd(), &buf[..n], MsgFlags::MSG_NOSIGNAL) {
             Ok(_) => true,
             Err(e) => {
@@ -601,6 +645,10 @@ impl<'a> Connection<'a> {
         }
     }
 
+    // Never inlined into the receive loop: its frame (and minidump-writer's
+    // below it) belongs on the stack only while a dump is written, not in
+    // every idle connection's resident stack.
+    #[inline(never)]
     fn dump(&self, req: &proto::DumpRequest<'_>) -> bool {
         let stats = &self.config.stats;
         if !stats.enter() {
@@ -679,7 +727,8 @@ impl<'a> Connection<'a> {
                     }
                     metadata.attachments = self.copy_attachments(db, new.id);
                     inject(self.config, Fault::DieBeforePublish, pid);
-                    db.commit_dump(new, &metadata).map_err(|e| {
+                    // Durable before the reply; published after it.
+                    db.make_durable(new, &metadata).map_err(|e| {
                         let _ = db.remove_attachments(metadata.id);
                         (capture::error_chain(&e), db_errno(&e))
                     })
@@ -693,9 +742,26 @@ impl<'a> Connection<'a> {
             }
         });
         match result {
-            Ok(id) => {
+            Ok(durable) => {
+                let id = durable.id;
                 stats.dumps.fetch_add(1, Ordering::Relaxed);
                 inject(self.config, Fault::DieBeforeReply, pid);
+                // The dump and its metadata are fsynced (in new/): the app
+                // may die now. Publishing to pending/ (two renames and a
+                // directory fsync) happens while it does; if this monitor
+                // dies first, the next sweep publishes the dump.
+                let ok = self.send(&proto::Message::DumpComplete(proto::DumpComplete {
+                    request_id: req.request_id,
+                    report_id: *id.as_uuid().as_bytes(),
+                }));
+                tracing::debug!(pid, "replied");
+                inject(self.config, Fault::DieAfterReply, pid);
+                if let Err(e) = db.publish(durable) {
+                    // Still complete and durable in new/: the next sweep
+                    // publishes it. Nothing to post-process until then.
+                    tracing::error!(pid, report = %id, "cannot publish the dump yet (the next sweep will): {e}");
+                    return ok;
+                }
                 tracing::info!(
                     pid,
                     tid,
@@ -704,11 +770,6 @@ impl<'a> Connection<'a> {
                     ms = started.elapsed().as_millis() as u64,
                     "dump written"
                 );
-                let ok = self.send(&proto::Message::DumpComplete(proto::DumpComplete {
-                    request_id: req.request_id,
-                    report_id: *id.as_uuid().as_bytes(),
-                }));
-                tracing::debug!(pid, "replied");
                 if let Some(hook) = &self.config.after_capture {
                     hook.after_capture(db, id);
                 }
