@@ -149,3 +149,40 @@ fn monitor_dies_after_reply_next_start_publishes_exactly_once() {
     start_and_stop_a_monitor(db.path());
     assert_eq!(files_with_ext(&db.path().join("pending"), "dmp"), pending, "still exactly one report");
 }
+
+/// A report recovered from new/ by the sweep (its monitor died after the
+/// reply) goes through post-processing like any other: the next monitor
+/// symbolicates it (a `.report.json` appears, naming the crash), once.
+#[test]
+fn recovered_report_is_post_processed_by_the_next_monitor() {
+    let db = tempfile::tempdir().unwrap();
+    crash(db.path(), Some("die-after-reply"));
+    assert_eq!(files_with_ext(&db.path().join("new"), "dmp").len(), 1, "left in new/");
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("monitor.sock");
+    let log = dir.path().join("monitor.log");
+    let child = Command::new(bin("crashmon"))
+        .args(["monitor", "--socket"])
+        .arg(&sock)
+        .env("CRASHMON_DATABASE", db.path())
+        .env("CRASHMON_LOG", "info")
+        .env_remove("CRASHMON_FAULT_INJECT")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn crashmon monitor");
+    let _monitor = crashmon_test_support::KillOnDrop(child);
+    let reports = wait_for(Duration::from_secs(60), || {
+        let r: Vec<_> = files_with_ext(&db.path().join("pending"), "json")
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".report.json"))
+            .collect();
+        (!r.is_empty()).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("no report written: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+    assert_eq!(reports.len(), 1);
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&reports[0]).unwrap()).unwrap();
+    assert_eq!(report["crash"]["signal"], "SIGSEGV", "{:#}", report["crash"]);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(log.matches("post-processing a report recovered from new/").count(), 1, "{log}");
+}

@@ -133,11 +133,14 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
         },
         stats: Arc::default(),
     };
-    // Partial dumps of monitors that died (their writer's lock is gone).
-    let sweep = |db: &Database| {
-        if let Err(e) = db.sweep_new() {
+    // Partial dumps of monitors that died (their writer's lock is gone) are
+    // removed; complete ones (the monitor died after its reply, before
+    // publishing) are published, then post-processed like any other report.
+    let sweep = |config: &MonitorConfig| {
+        if let Err(e) = config.database.sweep_new() {
             tracing::warn!("cannot sweep partial dumps: {e}");
         }
+        postprocess_unprocessed(config)
     };
     match client {
         Some(fd) => {
@@ -146,7 +149,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
             if let Some(hook) = &config.after_capture {
                 hook.drain(crashmon_monitor::SHUTDOWN_GRACE * 6);
             }
-            sweep(&config.database);
+            if sweep(&config) > 0
+                && let Some(hook) = &config.after_capture
+            {
+                hook.drain(crashmon_monitor::SHUTDOWN_GRACE * 6);
+            }
         }
         None => {
             let path = args
@@ -155,9 +162,38 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
                 .or_else(default_socket)
                 .ok_or_else(|| anyhow::anyhow!("no socket path: pass --socket or set XDG_RUNTIME_DIR"))
                 .code(exit::USAGE)?;
-            sweep(&config.database);
+            sweep(&config);
             crashmon_monitor::serve_socket(&config, &path, term).code(exit::USAGE)?;
         }
     }
     Ok(exit::OK)
+}
+
+/// Hands reports in `pending/` that were never post-processed (no report,
+/// no symbolication outcome: published by a sweep after their monitor died
+/// between its reply and its own post-processing) to the post-processing
+/// queue, so they are symbolicated, filtered and uploaded like the others.
+/// Returns how many were queued.
+fn postprocess_unprocessed(config: &MonitorConfig) -> usize {
+    let Some(hook) = &config.after_capture else { return 0 };
+    let entries = match config.database.list() {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!("cannot list the database for unprocessed reports: {e}");
+            return 0;
+        }
+    };
+    let mut queued = 0;
+    for e in entries {
+        if e.state == crashmon_database::ReportState::Pending
+            && e.has_dump()
+            && e.report_path.is_none()
+            && e.metadata.symbolication.is_none()
+        {
+            tracing::info!(report = %e.id, "post-processing a report recovered from new/");
+            hook.after_capture(&config.database, e.id);
+            queued += 1;
+        }
+    }
+    queued
 }
