@@ -75,6 +75,11 @@ struct Shared {
     stopping: AtomicBool,
     skipped: AtomicU64,
     filtered: AtomicU64,
+    /// Threads waiting for children that wrote their report and now build
+    /// symbol tables for the next reports.
+    builders: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Set at the end of `drain`: builders still running are stopped.
+    stop_builders: AtomicBool,
 }
 
 impl PostProcess {
@@ -94,6 +99,8 @@ impl PostProcess {
                 stopping: AtomicBool::new(false),
                 skipped: AtomicU64::new(0),
                 filtered: AtomicU64::new(0),
+                builders: Mutex::new(Vec::new()),
+                stop_builders: AtomicBool::new(false),
             }),
             queue: Mutex::new(None),
             worker: Mutex::new(None),
@@ -147,7 +154,7 @@ impl Shared {
     }
 
     /// Symbolicate, filter, upload.
-    fn process(&self, db: &Database, id: ReportId) {
+    fn process(self: &Arc<Self>, db: &Database, id: ReportId) {
         let started = Instant::now();
         match self.run_child(db, id) {
             Ok(()) => tracing::info!(report = %id, ms = started.elapsed().as_millis() as u64, "symbolicated"),
@@ -211,7 +218,12 @@ impl Shared {
         }
     }
 
-    fn run_child(&self, db: &Database, id: ReportId) -> Result<(), String> {
+    /// Runs the child until it has written the report. A child that then
+    /// goes on building symbol tables (the first report of a new binary)
+    /// is left to it under the same limits, watched by a builder thread:
+    /// the next report, the filters and the upload do not wait for it.
+    fn run_child(self: &Arc<Self>, db: &Database, id: ReportId) -> Result<(), String> {
+        let started = Instant::now();
         let mut child = Command::new(&self.exe);
         if let Some(f) = &crate::config::global().file {
             // The child reads the monitor's configuration ([symbols]).
@@ -223,7 +235,7 @@ impl Shared {
             .arg("__symbolicate-report")
             .arg(id.to_string())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start the symbolication child: {e}"))?;
@@ -238,7 +250,23 @@ impl Shared {
             }
             text
         });
-        let deadline = Instant::now() + WALL_LIMIT;
+        // The child says on stdout when the report is stored.
+        let stdout = child.stdout.take();
+        let (written_tx, written_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let Some(stdout) = stdout else { return };
+            for line in std::io::BufReader::new(stdout).lines() {
+                match line {
+                    Ok(line) if line.trim() == REPORT_WRITTEN => {
+                        let _ = written_tx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        let deadline = started + WALL_LIMIT;
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break Ok(status),
@@ -246,6 +274,10 @@ impl Shared {
                     let _ = child.kill();
                     let _ = child.wait();
                     break Err(format!("symbolication took longer than {}s and was stopped", WALL_LIMIT.as_secs()));
+                }
+                Ok(None) if written_rx.try_recv().is_ok() => {
+                    self.watch_builder(child, deadline, reader);
+                    return Ok(());
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(5)),
                 Err(e) => break Err(format!("waiting for the symbolication child: {e}")),
@@ -263,7 +295,52 @@ impl Shared {
             None => format!("symbolication failed: {last}"),
         })
     }
+
+    /// Waits (on a thread) for a child that has written its report and is
+    /// building symbol tables; kills it at the wall-clock limit or when the
+    /// monitor stops. Its failures only cost the cache entries.
+    fn watch_builder(
+        self: &Arc<Self>,
+        mut child: std::process::Child,
+        deadline: Instant,
+        stderr: std::thread::JoinHandle<String>,
+    ) {
+        let shared = Arc::clone(self);
+        let watcher = std::thread::Builder::new().name("crashmon-symbol-tables".into()).spawn(move || {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) if status.success() => break,
+                    Ok(Some(status)) => {
+                        let stderr = stderr.join().unwrap_or_default();
+                        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+                        tracing::warn!("building symbol tables after a report failed ({status}): {last}");
+                        return;
+                    }
+                    Ok(None) if Instant::now() >= deadline || shared.stop_builders.load(Ordering::SeqCst) => {
+                        tracing::info!("symbol table building stopped (time limit or shutdown)");
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                    Err(_) => break,
+                }
+            }
+            let _ = stderr.join();
+        });
+        match watcher {
+            Ok(handle) => {
+                let mut builders = self.builders.lock().unwrap_or_else(|e| e.into_inner());
+                builders.retain(|h| !h.is_finished());
+                builders.push(handle);
+            }
+            Err(e) => tracing::warn!("cannot watch the symbol table builder: {e}"),
+        }
+    }
 }
+
+/// What the child prints on stdout once the report is stored.
+const REPORT_WRITTEN: &str = "report-written";
 
 impl AfterCapture for PostProcess {
     fn after_capture(&self, db: &Database, id: ReportId) {
@@ -282,10 +359,10 @@ impl AfterCapture for PostProcess {
     fn drain(&self, timeout: Duration) {
         // Work through the queue within `timeout`; what is left then is
         // marked as skipped (the dumps are durable in pending/).
+        let deadline = Instant::now() + timeout;
         drop(self.queue.lock().unwrap_or_else(|e| e.into_inner()).take());
         let worker = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(worker) = worker {
-            let deadline = Instant::now() + timeout;
             while !worker.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -296,7 +373,19 @@ impl AfterCapture for PostProcess {
                 tracing::warn!("post-processing did not finish within {}s", timeout.as_secs());
             }
         }
+        // Children still building symbol tables get the rest of the time
+        // (a monitor that ends with its app would otherwise never cache the
+        // app's tables), then are stopped: the next report of their
+        // binaries is looked up lazily again.
+        let builders = std::mem::take(&mut *self.shared.builders.lock().unwrap_or_else(|e| e.into_inner()));
+        while builders.iter().any(|b| !b.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.stop_builders.store(true, Ordering::SeqCst);
+        for builder in builders {
+            let _ = builder.join();
+        }
     }
 }
 
@@ -316,7 +405,9 @@ pub fn child_main(ctx: &Context, args: ChildArgs) -> anyhow::Result<u8> {
     let db = Database::open_existing(&db_path).code(exit::USAGE)?;
     let entry = db.find(&args.id).code(exit::NO_SUCH_REPORT)?;
     let dump = entry.dump_path.clone().ok_or_else(|| anyhow::anyhow!("report {} has no dump", entry.id))?;
-    let report = crashmon_symbolicate::symbolicate_path(
+    // Modules without a cached symbol table are looked up lazily: the report
+    // never waits for a table to be built.
+    let (report, _, pending) = crashmon_symbolicate::symbolicate_path_deferred(
         &dump,
         &crate::config::global().apply_symbols(crashmon_symbolicate::Options::default()),
     )
@@ -328,5 +419,10 @@ pub fn child_main(ctx: &Context, args: ChildArgs) -> anyhow::Result<u8> {
     let mut metadata = db.find(&entry.id.to_string())?.metadata;
     metadata.symbolication = Some(SymbolicationStatus::Ok);
     db.update_metadata(entry.id, &metadata)?;
+    // Tell the monitor the report is stored (it goes on with filters and
+    // upload), then build the missing tables for the next reports, under
+    // this process's limits.
+    crate::print_out(&format!("{REPORT_WRITTEN}\n"))?;
+    crate::cmd::symbolicate::build_pending_tables(pending);
     Ok(exit::OK)
 }

@@ -45,18 +45,19 @@ impl SymbolCache {
 
     /// The SymCache bytes stored under `key`, if present and intact. A
     /// damaged entry is removed (and `None` returned, so it is rebuilt).
-    pub(crate) fn load(&self, key: &str) -> Option<Vec<u8>> {
+    ///
+    /// The entry is memory-mapped, not read: a big binary's table is tens
+    /// of MB, and a report touches a few pages of it besides the checksum.
+    pub(crate) fn load(&self, key: &str) -> Option<CacheEntry> {
         let path = self.entry_path(key);
-        let bytes = std::fs::read(&path).ok()?;
-        match check_entry(&bytes) {
+        let map = crate::mapped::Mapped::open(&path).ok()?;
+        match check_entry(map.bytes()) {
             Ok(()) => {
                 // LRU: a use makes the entry young again.
                 if let Ok(file) = std::fs::File::options().append(true).open(&path) {
                     let _ = file.set_modified(SystemTime::now());
                 }
-                let mut bytes = bytes;
-                bytes.drain(..HEADER_LEN);
-                Some(bytes)
+                Some(CacheEntry(map))
             }
             Err(why) => {
                 tracing::warn!(entry = %path.display(), "ignoring a damaged symbol cache entry: {why}");
@@ -64,6 +65,46 @@ impl SymbolCache {
                 None
             }
         }
+    }
+
+    /// Claims the building of `key`'s table for this process: `None` if
+    /// another process is building it (its lock file is younger than
+    /// [`BUILD_LOCK_STALE`]), so two reports of the same new binary do not
+    /// both spend seconds and memory on it.
+    pub(crate) fn build_lock(&self, key: &str) -> Option<BuildLock> {
+        std::fs::create_dir_all(&self.dir).ok()?;
+        let path = self.dir.join(format!(".build-{key}.lock"));
+        for _ in 0..2 {
+            match std::fs::File::options().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    use std::io::Write;
+                    let _ = write!(file, "{}", std::process::id());
+                    return Some(BuildLock(path));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let age = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| SystemTime::now().duration_since(t).ok());
+                    // The builder's pid (written right after the file is
+                    // created: an empty, young file is a builder starting).
+                    let holder = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<u32>().ok());
+                    let dead = holder.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+                    if !dead && age.is_some_and(|age| age < BUILD_LOCK_STALE) {
+                        return None;
+                    }
+                    // Left behind by a builder that was killed.
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// Whether an entry is stored under `key` (not checked).
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        self.entry_path(key).is_file()
     }
 
     /// Stores `symcache` under `key` (atomically), then trims the cache to
@@ -103,7 +144,7 @@ impl SymbolCache {
             let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with(".tmp-") {
+            if name.starts_with(".tmp-") || name.starts_with(".build-") {
                 // Left behind by a writer that died; a live one takes seconds.
                 if now.duration_since(mtime).is_ok_and(|age| age.as_secs() > 3600) {
                     let _ = std::fs::remove_file(&path);
@@ -128,6 +169,30 @@ impl SymbolCache {
                 total -= len;
             }
         }
+    }
+}
+
+/// An intact cache entry, mapped.
+#[derive(Debug)]
+pub(crate) struct CacheEntry(crate::mapped::Mapped);
+
+impl CacheEntry {
+    /// The SymCache bytes.
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.0.bytes()[HEADER_LEN..]
+    }
+}
+
+/// A build lock older than this is taken to be left by a dead builder.
+pub(crate) const BUILD_LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The lock file of a table being built; removed on drop.
+#[derive(Debug)]
+pub(crate) struct BuildLock(PathBuf);
+
+impl Drop for BuildLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -188,10 +253,10 @@ mod tests {
     fn store_load_and_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let cache = SymbolCache::new(dir.path(), DEFAULT_MAX_BYTES);
-        assert_eq!(cache.load("k"), None);
+        assert!(cache.load("k").is_none());
         let data = sample_symcache();
         cache.store("k", &data);
-        assert_eq!(cache.load("k").as_deref(), Some(&data[..]));
+        assert_eq!(cache.load("k").map(|e| e.payload().to_vec()).as_deref(), Some(&data[..]));
 
         // A flipped bit: ignored and removed.
         let path = cache.entry_path("k");
@@ -199,17 +264,17 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(cache.load("k"), None);
+        assert!(cache.load("k").is_none());
         assert!(!path.exists());
         // Truncated and garbage entries too.
         cache.store("k", &data);
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-        assert_eq!(cache.load("k"), None);
+        assert!(cache.load("k").is_none());
         std::fs::write(&path, b"garbage").unwrap();
-        assert_eq!(cache.load("k"), None);
+        assert!(cache.load("k").is_none());
         cache.store("k", &data);
-        assert_eq!(cache.load("k").as_deref(), Some(&data[..]));
+        assert_eq!(cache.load("k").map(|e| e.payload().to_vec()).as_deref(), Some(&data[..]));
         // No temporary files left.
         let names: Vec<_> = std::fs::read_dir(&cache.dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("k.symc")]);
@@ -252,11 +317,35 @@ mod tests {
             s.spawn(|| {
                 for _ in 0..200 {
                     if let Some(got) = cache.load("k") {
-                        assert_eq!(got, data);
+                        assert_eq!(got.payload(), &data[..]);
                     }
                 }
             });
         });
-        assert_eq!(cache.load("k").as_deref(), Some(&data[..]));
+        assert_eq!(cache.load("k").map(|e| e.payload().to_vec()).as_deref(), Some(&data[..]));
+    }
+
+    #[test]
+    fn one_builder_per_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = SymbolCache::new(dir.path(), DEFAULT_MAX_BYTES);
+        let lock = cache.build_lock("k").expect("free");
+        assert!(cache.build_lock("k").is_none(), "held by the first builder");
+        assert!(cache.build_lock("other").is_some());
+        drop(lock);
+        let lock = cache.build_lock("k").expect("released");
+        // A lock whose builder is gone is taken over.
+        std::mem::forget(lock);
+        let path = cache.dir.join(".build-k.lock");
+        std::fs::write(&path, format!("{}", u32::MAX - 1)).unwrap();
+        assert!(cache.build_lock("k").is_some_and(|l| {
+            std::mem::forget(l);
+            true
+        }));
+        // So is a stale one.
+        let old = SystemTime::now() - BUILD_LOCK_STALE - std::time::Duration::from_secs(1);
+        std::fs::File::options().append(true).open(&path).unwrap().set_modified(old).unwrap();
+        assert!(cache.build_lock("k").is_some());
+        assert!(!path.exists());
     }
 }

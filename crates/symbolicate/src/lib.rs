@@ -14,9 +14,14 @@
 //!   ([`ModuleReport::symbol_source`], [`ModuleReport::symbol_misses`]).
 //! * Names, lines and inlined frames come from a SymCache per module
 //!   (symbolic-symcache), kept on disk per build id
-//!   ([`Options::cache_dir`]), so the second report of a binary costs
-//!   milliseconds. Names are demangled without parameters or Rust hashes;
-//!   C names stay as in the symbol table (`_start`).
+//!   ([`Options::cache_dir`], memory-mapped), so the second report of a
+//!   binary costs milliseconds. A module whose table is not cached is
+//!   looked up address by address in its ELF file, parsing only the
+//!   compilation units that contain the addresses, with the same results
+//!   as the table; its table is built afterwards
+//!   ([`symbolicate_path_deferred`], [`PendingTables`]). Names are
+//!   demangled without parameters or Rust hashes; C names stay as in the
+//!   symbol table (`_start`).
 //! * Unwinding uses CFI (`.eh_frame` of the local binaries, `STACK CFI` of
 //!   `.sym` files), then frame pointers and scanning; each frame's trust
 //!   says which.
@@ -32,7 +37,9 @@ mod buildid;
 mod cache;
 pub mod dumpsyms;
 mod error;
+mod lazy;
 mod locate;
+mod mapped;
 mod process;
 mod provider;
 mod report;
@@ -78,6 +85,11 @@ pub struct Options {
     /// Size bound of the symbol tables in the cache (least recently used
     /// removed first). Default: [`DEFAULT_MAX_BYTES`] (1 GiB).
     pub cache_max_bytes: u64,
+    /// Build each module's whole symbol table before the report, instead
+    /// of looking up the report's addresses lazily and leaving the tables
+    /// to [`PendingTables::build_and_store`] (default: false). The names
+    /// are the same either way.
+    pub build_tables_first: bool,
 }
 
 impl Default for Options {
@@ -90,6 +102,7 @@ impl Default for Options {
             server_timeout: Duration::from_secs(20),
             cache_dir: default_cache_dir(),
             cache_max_bytes: DEFAULT_MAX_BYTES,
+            build_tables_first: false,
         }
     }
 }
@@ -100,12 +113,89 @@ impl Default for Options {
 /// file cannot be read, is not a minidump, is truncated or damaged, or is of
 /// an unsupported CPU. Missing or mismatched local binaries are not errors:
 /// their frames stay unnamed and [`Report::modules`] says why.
+///
+/// Modules whose symbol table is not in the cache are looked up address by
+/// address in their symbol files; their tables are not built (see
+/// [`symbolicate_path_deferred`]).
 pub fn symbolicate_path(dump: &Path, options: &Options) -> Result<Report, SymbolicateError> {
-    process::symbolicate_path(dump, options).map(|(report, _)| report)
+    process::symbolicate_path(dump, options).map(|(report, _, _)| report)
 }
 
 /// [`symbolicate_path`], also saying how the modules' symbol tables were
-/// obtained (from the cache or built), for tests and benchmarks.
+/// obtained (from the cache, built, or looked up lazily), for tests and
+/// benchmarks.
 pub fn symbolicate_path_with_stats(dump: &Path, options: &Options) -> Result<(Report, CacheStats), SymbolicateError> {
+    process::symbolicate_path(dump, options).map(|(report, stats, _)| (report, stats))
+}
+
+/// [`symbolicate_path_with_stats`], also returning the symbol tables the
+/// report did without: build and store them with
+/// [`PendingTables::build_and_store`] once the report is written, so the
+/// next report of the same binaries reads them from the cache while this
+/// one never waited for them.
+pub fn symbolicate_path_deferred(
+    dump: &Path,
+    options: &Options,
+) -> Result<(Report, CacheStats, PendingTables), SymbolicateError> {
     process::symbolicate_path(dump, options)
+}
+
+/// Symbol tables of modules that a report looked up lazily, to be built and
+/// stored in the symbol cache after the report is out.
+#[derive(Debug, Default)]
+pub struct PendingTables {
+    cache: Option<cache::SymbolCache>,
+    entries: Vec<(locate::SymbolFile, String)>,
+}
+
+impl PendingTables {
+    /// Number of tables to build.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there is nothing to build.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The symbol files whose tables are pending.
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.entries.iter().map(|(file, _)| file.path())
+    }
+
+    /// Builds each table and stores it in the cache (skipping any that
+    /// another process stored meanwhile). Returns how many were stored;
+    /// a file that cannot be read is logged and skipped.
+    pub fn build_and_store(self) -> usize {
+        let Some(cache) = self.cache else { return 0 };
+        let mut stored = 0;
+        for (file, key) in self.entries {
+            if cache.contains(&key) {
+                continue;
+            }
+            let Some(_lock) = cache.build_lock(&key) else {
+                tracing::debug!(key, "another process is building this symbol table");
+                continue;
+            };
+            if cache.contains(&key) {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            match provider::build_symcache(&file) {
+                Ok(bytes) => {
+                    cache.store(&key, &bytes);
+                    stored += 1;
+                    tracing::debug!(
+                        file = %file.path().display(),
+                        ms = started.elapsed().as_millis() as u64,
+                        bytes = bytes.len(),
+                        "stored a symbol table for the next report"
+                    );
+                }
+                Err(e) => tracing::warn!(file = %file.path().display(), "cannot build its symbol table: {e}"),
+            }
+        }
+        stored
+    }
 }

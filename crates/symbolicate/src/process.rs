@@ -12,17 +12,21 @@ use minidump_unwind::{CallStack, FrameTrust, StackFrame};
 
 use crate::cache::SymbolCache;
 use crate::error::SymbolicateError;
-use crate::locate::{Located, Locator};
+use crate::locate::{Located, Locator, SymbolFile};
+use crate::mapped::Mapped;
 use crate::provider::{CacheStats, ModuleSymbols, Provider};
 use crate::report::{CrashSummary, FrameReport, ModuleReport, Report, SystemSummary, ThreadReport};
 use crate::server::ServerClient;
 use crate::signature;
-use crate::{Options, SCHEMA_VERSION};
+use crate::{Options, PendingTables, SCHEMA_VERSION};
 
 type Dump = Minidump<'static, Vec<u8>>;
 
 /// See [`crate::symbolicate_path`].
-pub(crate) fn symbolicate_path(path: &Path, options: &Options) -> Result<(Report, CacheStats), SymbolicateError> {
+pub(crate) fn symbolicate_path(
+    path: &Path,
+    options: &Options,
+) -> Result<(Report, CacheStats, PendingTables), SymbolicateError> {
     let started = std::time::Instant::now();
     let bytes = std::fs::read(path).map_err(|source| SymbolicateError::Read { path: path.to_owned(), source })?;
     let len = bytes.len();
@@ -62,6 +66,16 @@ pub(crate) fn symbolicate_path(path: &Path, options: &Options) -> Result<(Report
     let dump_modules: Vec<MinidumpModule> = modules.iter().cloned().collect();
     let located: Vec<Located> = dump_modules.iter().map(|m| locator.locate(m)).collect();
     let binaries: Vec<Option<PathBuf>> = located.iter().map(Located::unwind_file).collect();
+    // ELF symbol files are mapped (not read): the lazy lookup touches only
+    // what it needs. Mapping is cheap; nothing is parsed until a frame of
+    // the module is looked up.
+    let mapped: Vec<Option<Mapped>> = located
+        .iter()
+        .map(|l| match &l.file {
+            Some(SymbolFile::Elf(path)) => Mapped::open(path).ok(),
+            _ => None,
+        })
+        .collect();
     let symbols: Vec<ModuleSymbols> =
         dump_modules.iter().zip(&located).map(|(m, l)| ModuleSymbols::new(l.file.clone(), l.cache_key(m))).collect();
     tracing::debug!(
@@ -76,13 +90,23 @@ pub(crate) fn symbolicate_path(path: &Path, options: &Options) -> Result<(Report
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|source| SymbolicateError::Runtime { path: path.to_owned(), source })?;
-    let (state, stats) = runtime
+    let (state, stats, pending) = runtime
         .block_on(async {
-            let provider = Provider::new(&system_info, &dump_modules, symbols, &binaries, cache).await;
+            let provider = Provider::new(
+                &system_info,
+                &dump_modules,
+                symbols,
+                &mapped,
+                &binaries,
+                cache.clone(),
+                options.build_tables_first,
+            )
+            .await;
             let state =
                 minidump_processor::process_minidump_with_options(&dump, &provider, ProcessorOptions::default()).await;
             let stats = *provider.stats.lock().unwrap_or_else(|e| e.into_inner());
-            state.map(|s| (s, stats))
+            let pending = provider.pending();
+            state.map(|s| (s, stats, pending))
         })
         .map_err(|e| SymbolicateError::Damaged { path: path.to_owned(), reason: e.to_string() })?;
 
@@ -92,10 +116,11 @@ pub(crate) fn symbolicate_path(path: &Path, options: &Options) -> Result<(Report
         ms = started.elapsed().as_millis() as u64,
         cache_hits = stats.hits,
         tables_built = stats.built,
+        lazy_modules = stats.lazy,
         signature = %report.signature,
         "symbolicated"
     );
-    Ok((report, stats))
+    Ok((report, stats, PendingTables { cache, entries: pending }))
 }
 
 /// Turns an error of [`Minidump::read`] into ours.

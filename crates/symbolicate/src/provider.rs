@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use minidump::{MinidumpModule, Module};
@@ -27,48 +27,82 @@ use symbolic_demangle::{Demangle, DemangleOptions};
 use symbolic_symcache::SymCache;
 
 use crate::cache::SymbolCache;
+use crate::lazy::{LazyElf, Location};
 use crate::locate::SymbolFile;
+use crate::mapped::Mapped;
 
 /// One module's symbols, as the provider sees them.
 pub(crate) struct ModuleSymbols {
     pub file: Option<SymbolFile>,
     pub cache_key: Option<String>,
-    table: OnceLock<Option<Vec<u8>>>,
 }
 
 impl ModuleSymbols {
     pub(crate) fn new(file: Option<SymbolFile>, cache_key: Option<String>) -> Self {
-        ModuleSymbols { file, cache_key, table: OnceLock::new() }
+        ModuleSymbols { file, cache_key }
     }
 }
 
 /// How each module's table was obtained (for logs and the benchmark).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CacheStats {
     /// Tables read from the cache.
     pub hits: u32,
-    /// Tables built from symbol files (and stored, if there is a cache).
+    /// Tables built from symbol files (and stored, if there is a cache)
+    /// before the report was complete.
     pub built: u32,
+    /// Modules looked up lazily, address by address, in their symbol file
+    /// (no table was in the cache; see [`crate::PendingTables`]).
+    pub lazy: u32,
 }
 
-pub(crate) struct Provider {
+/// How one module's frames are named.
+enum Source<'m> {
+    /// A whole SymCache, built.
+    Table(Vec<u8>),
+    /// A whole SymCache from the cache.
+    Cached(crate::cache::CacheEntry),
+    /// Per-address lookups in the mapped ELF file.
+    Lazy(Box<LazyElf<'m>>),
+    /// No usable symbols.
+    None,
+}
+
+/// Per-module state of the provider.
+struct ModuleState<'m> {
+    symbols: ModuleSymbols,
+    mapped: Option<&'m Mapped>,
+    source: OnceLock<Source<'m>>,
+    /// A whole table built because the lazy lookup gave up on this file.
+    fallback: OnceLock<Option<Vec<u8>>>,
+}
+
+pub(crate) struct Provider<'m> {
     /// Keyed by module base address.
-    modules: HashMap<u64, ModuleSymbols>,
+    modules: HashMap<u64, ModuleState<'m>>,
     cache: Option<SymbolCache>,
+    /// Build whole tables before the report (no lazy lookups).
+    tables_first: bool,
     unwinder: DebugInfoSymbolProvider,
     breakpad: Symbolizer,
     breakpad_bases: Vec<u64>,
+    /// Frames by absolute instruction address.
+    memo: Mutex<HashMap<u64, Arc<Vec<Location>>>>,
     pub(crate) stats: Mutex<CacheStats>,
 }
 
-impl Provider {
+impl<'m> Provider<'m> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn new(
         system_info: &minidump::MinidumpSystemInfo,
         dump_modules: &[MinidumpModule],
         symbols: Vec<ModuleSymbols>,
+        mapped: &'m [Option<Mapped>],
         binaries: &[Option<PathBuf>],
         cache: Option<SymbolCache>,
-    ) -> Provider {
+        tables_first: bool,
+    ) -> Provider<'m> {
         // CFI from the verified local binaries (or debug files) only; the
         // unwinder opens the module's `name`.
         let verified = minidump::MinidumpModuleList::from_modules(
@@ -82,8 +116,9 @@ impl Provider {
                 })
                 .collect(),
         );
+        // Built without minidump-unwind's `debuginfo-symbols` feature: it
+        // names no frames (the methods below do).
         let unwinder = minidump_unwind::symbols::debuginfo::DebugInfoSymbolProviderBuilder::new()
-            .symbols(false)
             .build(system_info, &verified)
             .await;
         let mut sym_files = HashMap::new();
@@ -94,61 +129,154 @@ impl Provider {
                 breakpad_bases.push(module.base_address());
             }
         }
-        let modules = dump_modules.iter().map(|m| m.base_address()).zip(symbols).collect();
+        let modules = dump_modules
+            .iter()
+            .zip(symbols)
+            .zip(mapped.iter().map(Option::as_ref).chain(std::iter::repeat(None)))
+            .map(|((m, symbols), mapped)| {
+                (m.base_address(), ModuleState { symbols, mapped, source: OnceLock::new(), fallback: OnceLock::new() })
+            })
+            .collect();
         Provider {
             modules,
             cache,
+            tables_first,
             unwinder,
             breakpad: Symbolizer::new(SymPaths(sym_files)),
             breakpad_bases,
+            memo: Mutex::new(HashMap::new()),
             stats: Mutex::new(CacheStats::default()),
         }
     }
 
-    /// The module's SymCache bytes: from the cache, else built now.
-    fn table(&self, base: u64) -> Option<&[u8]> {
-        let entry = self.modules.get(&base)?;
-        entry
-            .table
-            .get_or_init(|| {
-                let file = entry.file.as_ref()?;
-                if let (Some(cache), Some(key)) = (&self.cache, &entry.cache_key)
-                    && let Some(bytes) = cache.load(key)
-                {
-                    self.stats.lock().unwrap_or_else(|e| e.into_inner()).hits += 1;
-                    tracing::debug!(key, "symbol cache hit");
-                    return Some(bytes);
-                }
-                let started = Instant::now();
-                match build_symcache(file) {
-                    Ok(bytes) => {
-                        tracing::debug!(
-                            file = %file.path().display(),
-                            ms = started.elapsed().as_millis() as u64,
-                            bytes = bytes.len(),
-                            "built a symbol table"
-                        );
-                        self.stats.lock().unwrap_or_else(|e| e.into_inner()).built += 1;
-                        if let (Some(cache), Some(key)) = (&self.cache, &entry.cache_key) {
-                            cache.store(key, &bytes);
-                        }
-                        Some(bytes)
-                    }
-                    Err(e) => {
-                        tracing::warn!(file = %file.path().display(), "cannot read symbols: {e}");
-                        None
-                    }
-                }
-            })
-            .as_deref()
+    fn count(&self, f: impl FnOnce(&mut CacheStats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
     }
+
+    /// How the module at `base` is named: its cached table, else a lazy
+    /// lookup in its ELF file, else (Breakpad `.sym` files, files the lazy
+    /// path cannot read) a table built now.
+    fn source<'a>(&'a self, state: &'a ModuleState<'m>) -> &'a Source<'m> {
+        state.source.get_or_init(|| {
+            let Some(file) = state.symbols.file.as_ref() else { return Source::None };
+            if let (Some(cache), Some(key)) = (&self.cache, &state.symbols.cache_key)
+                && let Some(bytes) = cache.load(key)
+            {
+                self.count(|s| s.hits += 1);
+                tracing::debug!(key, "symbol cache hit");
+                return Source::Cached(bytes);
+            }
+            if let (SymbolFile::Elf(path), Some(mapped), false) = (file, state.mapped, self.tables_first) {
+                let started = Instant::now();
+                match LazyElf::open(mapped.bytes()) {
+                    Ok(lazy) => {
+                        tracing::debug!(
+                            file = %path.display(),
+                            ms = started.elapsed().as_millis() as u64,
+                            "symbols looked up lazily"
+                        );
+                        self.count(|s| s.lazy += 1);
+                        return Source::Lazy(Box::new(lazy));
+                    }
+                    Err(why) => tracing::debug!(file = %path.display(), "building a whole table: {}", why.0),
+                }
+            }
+            match self.build(state) {
+                Some(bytes) => Source::Table(bytes),
+                None => Source::None,
+            }
+        })
+    }
+
+    /// Builds (and caches) the module's whole table.
+    fn build(&self, state: &ModuleState<'m>) -> Option<Vec<u8>> {
+        let file = state.symbols.file.as_ref()?;
+        let started = Instant::now();
+        match build_symcache(file) {
+            Ok(bytes) => {
+                tracing::debug!(
+                    file = %file.path().display(),
+                    ms = started.elapsed().as_millis() as u64,
+                    bytes = bytes.len(),
+                    "built a symbol table"
+                );
+                self.count(|s| s.built += 1);
+                if let (Some(cache), Some(key)) = (&self.cache, &state.symbols.cache_key) {
+                    cache.store(key, &bytes);
+                }
+                Some(bytes)
+            }
+            Err(e) => {
+                tracing::warn!(file = %file.path().display(), "cannot read symbols: {e}");
+                None
+            }
+        }
+    }
+
+    /// The frames at `address` (absolute), innermost first.
+    fn locations(&self, base: u64, address: u64) -> Option<Arc<Vec<Location>>> {
+        if let Some(hit) = self.memo.lock().unwrap_or_else(|e| e.into_inner()).get(&address) {
+            return Some(Arc::clone(hit));
+        }
+        let state = self.modules.get(&base)?;
+        let relative = address.checked_sub(base)?;
+        let found = match self.source(state) {
+            Source::None => return None,
+            Source::Table(bytes) => Arc::new(table_lookup(bytes, relative)?),
+            Source::Cached(entry) => Arc::new(table_lookup(entry.payload(), relative)?),
+            Source::Lazy(lazy) => match lazy.lookup(relative) {
+                Ok(found) => found,
+                Err(why) => {
+                    let path = state.symbols.file.as_ref().map(|f| f.path().display().to_string());
+                    tracing::debug!(file = path, "lazy lookup gave up, building the whole table: {}", why.0);
+                    let bytes = state.fallback.get_or_init(|| self.build(state)).as_deref()?;
+                    Arc::new(table_lookup(bytes, relative)?)
+                }
+            },
+        };
+        self.memo.lock().unwrap_or_else(|e| e.into_inner()).insert(address, Arc::clone(&found));
+        Some(found)
+    }
+
+    /// The modules looked up lazily that have a cache key: their tables
+    /// are to be built once the report is out.
+    pub(crate) fn pending(&self) -> Vec<(SymbolFile, String)> {
+        if self.cache.is_none() {
+            return Vec::new();
+        }
+        let mut out: Vec<(SymbolFile, String)> = self
+            .modules
+            .values()
+            .filter(|m| matches!(m.source.get(), Some(Source::Lazy(_))) && m.fallback.get().is_none())
+            .filter_map(|m| Some((m.symbols.file.clone()?, m.symbols.cache_key.clone()?)))
+            .collect();
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        out.dedup_by(|a, b| a.1 == b.1);
+        out
+    }
+}
+
+/// A lookup in a whole SymCache, as [`Location`]s.
+pub(crate) fn table_lookup(bytes: &[u8], relative: u64) -> Option<Vec<Location>> {
+    let symcache = SymCache::parse(bytes).ok()?;
+    Some(
+        symcache
+            .lookup(relative)
+            .map(|location| Location {
+                function: readable_name(location.function().name_for_demangling()),
+                entry_pc: location.function().entry_pc(),
+                file: location.file().map(|f| f.full_path()),
+                line: location.line(),
+            })
+            .collect(),
+    )
 }
 
 /// Reads a symbol file (ELF with DWARF and/or symbol tables, or Breakpad
 /// text) into SymCache bytes.
 pub(crate) fn build_symcache(file: &SymbolFile) -> Result<Vec<u8>, String> {
-    let data = std::fs::read(file.path()).map_err(|e| format!("cannot read {}: {e}", file.path().display()))?;
-    let object = symbolic_debuginfo::Object::parse(&data).map_err(|e| e.to_string())?;
+    let data = Mapped::open(file.path()).map_err(|e| format!("cannot read {}: {e}", file.path().display()))?;
+    let object = symbolic_debuginfo::Object::parse(data.bytes()).map_err(|e| e.to_string())?;
     let mut converter = symbolic_symcache::SymCacheConverter::new();
     converter.process_object(&object).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
@@ -194,29 +322,25 @@ pub(crate) fn strip_rust_hash(name: &str) -> &str {
 }
 
 #[async_trait::async_trait]
-impl SymbolProvider for Provider {
+impl SymbolProvider for Provider<'_> {
     async fn fill_symbol(
         &self,
         module: &(dyn Module + Sync),
         frame: &mut (dyn FrameSymbolizer + Send),
     ) -> Result<(), FillSymbolError> {
         let base = module.base_address();
-        let bytes = self.table(base).ok_or(FillSymbolError {})?;
-        let symcache = SymCache::parse(bytes).map_err(|_| FillSymbolError {})?;
-        let Some(relative) = frame.get_instruction().checked_sub(base) else { return Ok(()) };
-        let locations: Vec<_> = symcache.lookup(relative).collect();
+        let locations = self.locations(base, frame.get_instruction()).ok_or(FillSymbolError {})?;
         // Innermost first; the last is the physical function.
         let Some(outer) = locations.last() else { return Ok(()) };
-        let function_base = base + u64::from(outer.function().entry_pc());
-        frame.set_function(&readable_name(outer.function().name_for_demangling()), function_base, 0);
-        if let Some(file) = outer.file() {
-            frame.set_source_file(&file.full_path(), outer.line(), function_base);
+        let function_base = base + u64::from(outer.entry_pc);
+        frame.set_function(&outer.function, function_base, 0);
+        if let Some(file) = &outer.file {
+            frame.set_source_file(file, outer.line, function_base);
         }
         // Outermost inlined call first, as the processor expects.
         for location in locations.iter().rev().skip(1) {
-            let file = location.file().map(|f| f.full_path());
-            let line = Some(location.line()).filter(|&l| l > 0);
-            frame.add_inline_frame(&readable_name(location.function().name_for_demangling()), file.as_deref(), line);
+            let line = Some(location.line).filter(|&l| l > 0);
+            frame.add_inline_frame(&location.function, location.file.as_deref(), line);
         }
         Ok(())
     }

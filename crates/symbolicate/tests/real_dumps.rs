@@ -760,38 +760,70 @@ fn symbol_server_download_cache_and_unreachable_server() {
     assert!(text.contains(&format!("tried {dead}/")), "{text}");
 }
 
-/// The second report of the same binary reads the symbol tables from the
-/// cache (no table built) and is identical; a damaged entry is ignored and
-/// rebuilt.
+/// The first report of a binary builds no symbol table (its frames are
+/// looked up lazily in the symbol files) and leaves the tables to be built
+/// afterwards; the second report reads them from the cache (nothing built,
+/// nothing lazy) and is identical. A damaged entry is ignored: that report
+/// is lazy again, and the rebuilt entries are used by the next one.
 #[test]
 fn cache_hits_on_the_second_report_and_rebuilds_damaged_entries() {
     let (_dir, dump, _ready) = shared_dump();
     let cache = tempfile::tempdir().unwrap();
     let options = only(&[Path::new("/usr/lib/debug")], &[], Some(cache.path()));
-    let (first, cold) = crashmon_symbolicate::symbolicate_path_with_stats(dump, &options).unwrap();
-    assert!(cold.built >= 2 && cold.hits == 0, "{cold:?}");
-    let (second, warm) = crashmon_symbolicate::symbolicate_path_with_stats(dump, &options).unwrap();
-    assert_eq!(warm.built, 0, "{warm:?}");
-    assert_eq!(warm.hits, cold.built, "{warm:?}");
-    assert_eq!(first, second);
+    let entries = || -> Vec<PathBuf> {
+        match std::fs::read_dir(cache.path().join("symcache")) {
+            Ok(dir) => dir.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "symc")).collect(),
+            Err(_) => Vec::new(),
+        }
+    };
+    let (first, cold, pending) = crashmon_symbolicate::symbolicate_path_deferred(dump, &options).unwrap();
+    assert!(cold.built == 0 && cold.hits == 0 && cold.lazy >= 2, "{cold:?}");
+    assert!(entries().is_empty(), "no table is built before the report: {:?}", entries());
+    assert_eq!(pending.len() as u32, cold.lazy, "{pending:?}");
+    assert_eq!(pending.build_and_store(), cold.lazy as usize);
+    assert_eq!(entries().len() as u32, cold.lazy, "{:?}", entries());
 
-    let entries: Vec<PathBuf> = std::fs::read_dir(cache.path().join("symcache"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "symc"))
-        .collect();
-    assert_eq!(entries.len() as u32, cold.built, "{entries:?}");
-    for entry in &entries {
+    let (second, warm, pending) = crashmon_symbolicate::symbolicate_path_deferred(dump, &options).unwrap();
+    assert_eq!((warm.built, warm.lazy, warm.hits), (0, 0, cold.lazy), "{warm:?}");
+    assert!(pending.is_empty(), "{pending:?}");
+    assert_eq!(first, second, "the cached tables name every frame as the lazy lookups did");
+
+    for entry in &entries() {
         let mut bytes = std::fs::read(entry).unwrap();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x55;
         std::fs::write(entry, bytes).unwrap();
     }
-    let (third, stats) = crashmon_symbolicate::symbolicate_path_with_stats(dump, &options).unwrap();
-    assert_eq!(stats.hits, 0, "{stats:?}");
+    let (third, stats, pending) = crashmon_symbolicate::symbolicate_path_deferred(dump, &options).unwrap();
+    assert_eq!((stats.hits, stats.built, stats.lazy), (0, 0, cold.lazy), "{stats:?}");
     assert_eq!(third, first);
+    assert!(entries().is_empty(), "damaged entries are removed: {:?}", entries());
+    pending.build_and_store();
     let (_, stats) = crashmon_symbolicate::symbolicate_path_with_stats(dump, &options).unwrap();
-    assert_eq!(stats.hits, cold.built, "rebuilt entries are used again");
+    assert_eq!(stats.hits, cold.lazy, "rebuilt entries are used again: {stats:?}");
+}
+
+/// The lazy lookups of a first report name every frame of every thread as
+/// the whole tables do (this test executable: a debug build with all its
+/// dependencies, and libc).
+#[test]
+fn lazy_lookups_equal_whole_tables_on_every_thread() {
+    let (_dir, dump, _ready) = shared_dump();
+    let mut lazy = only(&[Path::new("/usr/lib/debug")], &[], None);
+    lazy.cache_dir = None;
+    let (first, stats) = crashmon_symbolicate::symbolicate_path_with_stats(dump, &lazy).unwrap();
+    assert!(stats.built == 0 && stats.lazy >= 2, "{stats:?}");
+    let mut tables = lazy.clone();
+    tables.build_tables_first = true;
+    let (whole, stats) = crashmon_symbolicate::symbolicate_path_with_stats(dump, &tables).unwrap();
+    assert!(stats.built >= 2 && stats.lazy == 0, "{stats:?}");
+    for (a, b) in first.threads.iter().zip(&whole.threads) {
+        for (fa, fb) in a.frames.iter().zip(&b.frames) {
+            assert_eq!(fa, fb, "thread {}", a.tid);
+        }
+    }
+    assert_eq!(first, whole);
+    assert!(first.threads.len() >= 2);
 }
 
 /// `_start` keeps its leading underscore (it is a plain C symbol), and the

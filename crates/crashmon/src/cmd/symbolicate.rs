@@ -93,11 +93,32 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     }
     let mut options = args.symbols.options()?;
     options.crashing_thread_only = args.crashing_thread_only;
-    let report = crashmon_symbolicate::symbolicate_path(&args.file, &options).code(exit::BAD_INPUT)?;
+    let (report, _, pending) =
+        crashmon_symbolicate::symbolicate_path_deferred(&args.file, &options).code(exit::BAD_INPUT)?;
     if args.json {
         crate::print_out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
     } else {
         crate::print_out(&crashmon_symbolicate::render_text(&report, ctx.color))?;
     }
+    // The report is out. Now build the symbol tables of the binaries that
+    // were looked up lazily, so the next report of them reads the cache;
+    // stdout is closed first so a pipe reader is not kept waiting.
+    build_pending_tables(pending);
     Ok(exit::OK)
+}
+
+/// Builds and caches the tables a report did without, after closing stdout
+/// (pointing it at /dev/null). Failures are logged: the cache is only an
+/// optimisation.
+pub(crate) fn build_pending_tables(pending: crashmon_symbolicate::PendingTables) {
+    if pending.is_empty() {
+        return;
+    }
+    if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+    let started = std::time::Instant::now();
+    let n = pending.len();
+    let stored = pending.build_and_store();
+    tracing::debug!(pending = n, stored, ms = started.elapsed().as_millis() as u64, "symbol tables cached");
 }
