@@ -257,7 +257,13 @@ fn attachments_are_copied_into_the_report() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&adir).unwrap().permissions().mode() & 0o777, 0o700);
     assert_eq!(std::fs::metadata(adir.join("app.log")).unwrap().permissions().mode() & 0o777, 0o600);
-    // Removal takes the attachments along.
+    // Removal takes the attachments along, once the monitor is done with
+    // the report (until its publish and post-processing end it holds the
+    // dump, and prune rightly skips it as busy).
+    wait_for(Duration::from_secs(30), || {
+        monitor.metadata("pending").pop().filter(|m| !m["symbolication"].is_null()).map(|_| ())
+    })
+    .expect("post-processed");
     let out = Command::new(bin("crashmon"))
         .args(["prune", "--max-count", "0"])
         .env("CRASHMON_DATABASE", &monitor.db)

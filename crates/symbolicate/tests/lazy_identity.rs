@@ -12,52 +12,27 @@
 //! `src/lazy.rs` compares the lookups address by address on the same kind
 //! of binaries.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crashmon_symbolicate::{Options, Report};
 
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs `exe` (which prints `ready tid=T` and blocks until stdin closes),
 /// dumps it, and kills it.
 fn dump_program(exe: &Path, dump: &Path) {
-    let child = Command::new(exe)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the program");
-    let mut guard = ChildGuard(child);
-    let pid = guard.0.id() as i32;
-    let stdout = guard.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(tid) = line.strip_prefix("ready tid=") {
-                let _ = tx.send(tid.trim().parse::<i32>().unwrap());
-                break;
-            }
-        }
-    });
-    let tid = rx.recv_timeout(Duration::from_secs(20)).expect("the program is ready within 20 s");
+    let mut cmd = Command::new(exe);
+    cmd.stdin(Stdio::piped()).stderr(Stdio::null());
+    let (child, line) = crashmon_test_support::spawn_until_line(&mut cmd, "ready tid=", Duration::from_secs(20));
+    let pid = child.0.id() as i32;
+    let tid: i32 = line["ready tid=".len()..].trim().parse().unwrap();
     // Let the other threads reach their blocking calls.
     std::thread::sleep(Duration::from_millis(200));
     let mut file = std::fs::File::create(dump).unwrap();
     minidump_writer::minidump_writer::MinidumpWriterConfig::new(pid, tid)
         .write(&mut file)
         .expect("minidump-writer dumps the program");
-    drop(guard);
+    drop(child);
 }
 
 fn compile(dir: &Path, tool: &str, args: &[&str], name: &str, source: &str) -> Option<PathBuf> {

@@ -9,9 +9,11 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use crashmon_test_support::KillOnDrop;
 
 use crashmon_symbolicate::{
     FrameReport, Options, Report, SymbolSource, SymbolStatus, SymbolicateError, render_text, symbolicate_path,
@@ -84,16 +86,6 @@ fn report_and_block(trace: Trace) {
 // ---------------------------------------------------------------------------
 // The parent side.
 
-/// A running child; killed and reaped on drop, so no test leaves one behind.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// What the child printed.
 #[derive(Debug, Clone)]
 struct Ready {
@@ -110,30 +102,14 @@ impl Ready {
 }
 
 /// Starts `exe` as the blocking child and waits for its `ready` line.
-fn spawn_child(exe: &Path) -> (ChildGuard, Ready) {
-    let child = Command::new(exe)
-        .args([CHILD_TEST, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+fn spawn_child(exe: &Path) -> (KillOnDrop, Ready) {
+    let mut cmd = Command::new(exe);
+    cmd.args([CHILD_TEST, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, "1")
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the child");
-    let mut guard = ChildGuard(child);
+        .stderr(Stdio::null());
+    let (guard, line) = crashmon_test_support::spawn_until_line(&mut cmd, "ready tid=", Duration::from_secs(20));
     let pid = guard.0.id() as i32;
-    let stdout = guard.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            // libtest may have printed `test NAME ... ` on the same line.
-            if let Some(at) = line.find("ready tid=") {
-                let _ = tx.send(line[at..].to_owned());
-                break;
-            }
-        }
-    });
-    let line = rx.recv_timeout(Duration::from_secs(20)).expect("the child reports ready within 20 s");
     let mut tid = None;
     let mut calls = Vec::new();
     for word in line.split_whitespace().skip(1) {

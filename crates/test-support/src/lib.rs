@@ -7,7 +7,7 @@ pub mod receiver;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Path of a binary built in this workspace's target directory (`crashmon`,
@@ -162,6 +162,28 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Spawns `cmd` with its stdout piped and waits up to `timeout` for a line
+/// of its output containing `needle`; returns the running child (killed
+/// and reaped on drop) and that line from `needle` on. Panics if the line
+/// does not come in time.
+pub fn spawn_until_line(cmd: &mut Command, needle: &'static str, timeout: Duration) -> (KillOnDrop, String) {
+    let mut child = KillOnDrop(cmd.stdout(Stdio::piped()).spawn().expect("spawn the program"));
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // Other output (e.g. libtest's `test NAME ... `) may precede it.
+            if let Some(at) = line.find(needle) {
+                let _ = tx.send(line[at..].to_owned());
+                break;
+            }
+        }
+    });
+    let line = rx.recv_timeout(timeout).unwrap_or_else(|_| panic!("no line with {needle:?} within {timeout:?}"));
+    (child, line)
 }
 
 /// The files directly in `dir` whose extension is `ext` (e.g. `"dmp"`),
