@@ -261,6 +261,25 @@ fn app_sigaction_handler_set_after_init_is_chained_after_the_dump() {
     exactly_one_segv_dump(&db);
 }
 
+/// A crash crashmon declines (a child forked without exec) with an app
+/// handler that resets to SIG_DFL and returns: the handler runs once, the
+/// re-fault ends the child by SIGSEGV (before the fix, the reset went into
+/// the interposition's table and the fault looped through the handler).
+#[test]
+fn declined_crash_with_an_app_handler_resetting_to_default_dies_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (signal, out, _db) = run_signal_reset(dir.path(), "fork", true);
+    let ran = out.iter().filter(|l| l.starts_with("app handler ran")).count();
+    let ended = out.iter().find(|l| l.starts_with("child ")).cloned();
+    assert_eq!(signal, None, "the parent exits normally: {ended:?}");
+    assert_eq!(
+        ended.as_deref(),
+        Some("child signal=11"),
+        "died by its fault, not its 5 s alarm (handler ran {ran} times)"
+    );
+    assert_eq!(ran, 1, "the app's handler ran once");
+}
+
 /// `signal(SIGSEGV, SIG_DFL)` after init: still a dump, still SIGSEGV.
 #[test]
 fn app_resetting_sigsegv_to_default_after_init_still_gets_a_dump() {

@@ -176,6 +176,11 @@ pub unsafe fn real_sigaction(sig: c_int, act: *const libc::sigaction, old: *mut 
 /// Install `ours` for every crash signal, saving what was there.
 pub(crate) fn install_all(ours: &libc::sigaction) -> Result<(), (c_int, i32)> {
     resolve_real_sigaction();
+    static ATFORK: AtomicBool = AtomicBool::new(false);
+    if !ATFORK.swap(true, Ordering::SeqCst) {
+        // SAFETY: registers a child handler that only touches atomics.
+        unsafe { libc::pthread_atfork(None, None, Some(release_writer_after_fork)) };
+    }
     let guard = WriteGuard::lock();
     let mut old = [zeroed_action(); SIGNALS.len()];
     for (i, &sig) in SIGNALS.iter().enumerate() {
@@ -194,6 +199,25 @@ pub(crate) fn install_all(ours: &libc::sigaction) -> Result<(), (c_int, i32)> {
     }
     HANDLERS_ACTIVE.store(true, Ordering::SeqCst);
     Ok(())
+}
+
+/// In a child forked while another thread of the parent held the writer
+/// lock (that thread does not exist in the child): release it, and end the
+/// half-made update, so the child's first `sigaction` does not spin forever.
+extern "C" fn release_writer_after_fork() {
+    if SEQ.load(Ordering::Relaxed) % 2 == 1 {
+        SEQ.fetch_add(1, Ordering::Release);
+    }
+    WRITER.store(false, Ordering::Release);
+}
+
+/// The crash path gives up its handlers ([`restore_all`] follows): from now
+/// on `sigaction`/`signal` calls of the app (e.g. its own handler resetting
+/// to `SIG_DFL` before re-raising) go straight to the real `sigaction`, or
+/// a declined crash would loop between the app's handler and a saved table
+/// no one reads. Signal-safe (one atomic store).
+pub(crate) fn deactivate() {
+    HANDLERS_ACTIVE.store(false, Ordering::SeqCst);
 }
 
 /// Put the saved dispositions back and stop interposing.

@@ -65,6 +65,7 @@ fn refaults(sig: c_int, code: c_int) -> bool {
 /// `info` and `uc` are the kernel-provided arguments of the signal being
 /// handled.
 unsafe fn restore_and_reraise(sig: c_int, info: *mut siginfo_t, uc: *mut c_void, dumped: bool) {
+    chain::deactivate();
     chain::restore_all();
     // SAFETY: `info` is the kernel-provided siginfo for this signal.
     let code = unsafe { (*info).si_code };

@@ -8,6 +8,10 @@
  *       "default"   signal(SIGSEGV, SIG_DFL)
  *       "direct"    libc's own signal(), found with dlopen/dlsym so that no
  *                   interposition sees it (the control: crashmon loses).
+ *       "fork"      signal(SIGSEGV, handler), then a forked child (which
+ *                   crashmon declines to report) crashes; the parent
+ *                   prints "child signal=N" (or "child exit=N") and exits 0.
+ *                   The child has 5 s (alarm) to die by its fault.
  *
  * Built with -DWITH_CRASHMON and -lcrashmon it calls crashmon_init first;
  * with -std=c99 -DSTRICT_SIGNAL its signal() is glibc's __sysv_signal;
@@ -25,6 +29,7 @@
 #endif
 #include <dlfcn.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -64,7 +69,7 @@ int main(int argc, char **argv) {
     }
 #endif
     handler_t previous;
-    if (strcmp(mode, "signal") == 0) {
+    if (strcmp(mode, "signal") == 0 || strcmp(mode, "fork") == 0) {
         previous = signal(SIGSEGV, on_segv);
     } else if (strcmp(mode, "default") == 0) {
         previous = signal(SIGSEGV, SIG_DFL);
@@ -100,6 +105,27 @@ int main(int argc, char **argv) {
         say("current=default\n");
     } else {
         say("current=other\n");
+    }
+    if (strcmp(mode, "fork") == 0) {
+        pid_t child = fork();
+        if (child < 0) {
+            return 1;
+        }
+        if (child > 0) {
+            int status = 0;
+            if (waitpid(child, &status, 0) != child) {
+                return 1;
+            }
+            char line[64];
+            if (WIFSIGNALED(status)) {
+                snprintf(line, sizeof line, "child signal=%d\n", WTERMSIG(status));
+            } else {
+                snprintf(line, sizeof line, "child exit=%d\n", WEXITSTATUS(status));
+            }
+            say(line);
+            return 0;
+        }
+        alarm(5);
     }
     *(volatile int *)0 = 1;
     return 222;
