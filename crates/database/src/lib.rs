@@ -274,6 +274,27 @@ impl Entry {
     }
 }
 
+/// What [`Database::sweep_new`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    /// How many files were removed (partial dumps, leftovers).
+    pub removed: usize,
+    /// The complete dumps found in `new/` whose writer had died, now
+    /// published to `pending/` by this sweep (and by no other).
+    pub recovered: Vec<ReportId>,
+}
+
+/// Whether an unlocked dump in `new/` is a complete report.
+#[derive(Debug)]
+enum Completeness {
+    /// Complete and durable: publish it.
+    Complete,
+    /// Clearly partial (the reason): remove it.
+    Partial(&'static str),
+    /// Could not tell (an I/O error): leave it for the next sweep.
+    Unknown(DbError),
+}
+
 /// What `sweep` did with one dump in `new/`.
 enum SweptDump {
     /// Its writer is alive (or it vanished meanwhile): left alone.
@@ -480,17 +501,22 @@ impl Database {
     /// state directories: files left behind by a commit or move interrupted
     /// more than 60 s ago, i.e. metadata or reports without their dump
     /// (except the metadata-only records of
-    /// [`record_failure`](Self::record_failure) in `failed/`). Returns how
-    /// many files were removed. Dumps whose writer is alive (it holds their
-    /// lock) are never touched, so this may run next to other monitors.
-    pub fn sweep_new(&self) -> Result<usize, DbError> {
+    /// [`record_failure`](Self::record_failure) in `failed/`). A dump whose
+    /// completeness cannot be told (an I/O error reading it or its
+    /// metadata) is left for the next sweep. Returns how many files were
+    /// removed and which reports were published. Dumps whose writer is
+    /// alive (it holds their lock) are never touched, so this may run next
+    /// to other monitors.
+    ///
+    /// Fails only if `new/` cannot be listed; once dumps may have been
+    /// published, later errors are logged, so the recovered ids are never
+    /// lost.
+    pub fn sweep_new(&self) -> Result<SweepStats, DbError> {
         self.sweep(ORPHAN_GRACE)
     }
 
-    fn sweep(&self, grace: Duration) -> Result<usize, DbError> {
-        let mut removed = 0;
-        let mut recovered = 0;
-        let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    fn sweep(&self, grace: Duration) -> Result<SweepStats, DbError> {
+        let mut stats = SweepStats::default();
         let new_dir = self.dir(ReportState::New);
         // Dumps first: a complete one takes its metadata along to pending/.
         for path in fsutil::dir_entries(&new_dir)? {
@@ -499,12 +525,30 @@ impl Database {
             };
             match self.sweep_dump(id, &path) {
                 Ok(SweptDump::Live) => {}
-                Ok(SweptDump::Recovered) => recovered += 1,
-                Ok(SweptDump::Removed) => removed += 1,
+                Ok(SweptDump::Recovered) => stats.recovered.push(id),
+                Ok(SweptDump::Removed) => stats.removed += 1,
                 Err(e) => tracing::warn!("sweeping the database: {e}"),
             }
         }
-        // Then anything else in new/ (temporary files, metadata whose dump
+        if !stats.recovered.is_empty() {
+            let recovered = stats.recovered.len();
+            tracing::info!(recovered, "published complete dumps whose monitor died before publishing them");
+        }
+        if let Err(e) = self.sweep_leftovers(grace, &mut stats.removed) {
+            tracing::warn!("sweeping the database: {e}");
+        }
+        if stats.removed > 0 {
+            tracing::info!(removed = stats.removed, "swept the crash database");
+        }
+        Ok(stats)
+    }
+
+    /// The second part of `sweep`: files other than dumps left behind in
+    /// `new/` and in the state directories, once left alone for `grace`.
+    fn sweep_leftovers(&self, grace: Duration, removed: &mut usize) -> Result<(), DbError> {
+        let now_secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let new_dir = self.dir(ReportState::New);
+        // Anything else in new/ (temporary files, metadata whose dump
         // is gone) once it has been left alone for `grace`.
         for path in fsutil::dir_entries(&new_dir)? {
             if path.extension().is_some_and(|e| e == "dmp") {
@@ -527,13 +571,10 @@ impl Database {
                     if gone {
                         tracing::info!(path = %path.display(), "removed a leftover of an interrupted change");
                     }
-                    removed += usize::from(gone)
+                    *removed += usize::from(gone)
                 }
                 Err(e) => tracing::warn!("sweeping the database: {e}"),
             }
-        }
-        if recovered > 0 {
-            tracing::info!(recovered, "published complete dumps whose monitor died before publishing them");
         }
         let locations = self.scan()?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -554,21 +595,20 @@ impl Database {
                 let changed = Duration::new(meta.ctime().max(0).unsigned_abs(), 0);
                 if now.saturating_sub(changed) >= grace && remove_file(&path)? {
                     tracing::info!(path = %path.display(), "removed a leftover of an interrupted change");
-                    removed += 1;
+                    *removed += 1;
                 }
             }
         }
-        if removed > 0 {
-            tracing::info!(removed, "swept the crash database");
-        }
-        Ok(removed)
+        Ok(())
     }
 
     /// Sweeps one `new/<id>.dmp`: a dump whose writer holds its lock is
-    /// left alone; an unlocked complete one (see `is_complete`) is published
-    /// to `pending/`; any other unlocked one is a partial file and removed,
-    /// with its metadata. The sweeper holds the dump's lock throughout, so
-    /// two sweepers never both publish (or remove) the same dump.
+    /// left alone; an unlocked complete one (see `completeness`) is
+    /// published to `pending/`; an unlocked one that is clearly partial is
+    /// removed, with its metadata and attachments; one whose completeness
+    /// cannot be told (an I/O error) is left for the next sweep. The
+    /// sweeper holds the dump's lock throughout, so two sweepers never both
+    /// publish (or remove) the same dump.
     fn sweep_dump(&self, id: ReportId, path: &Path) -> Result<SweptDump, DbError> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = match fs::OpenOptions::new()
@@ -594,19 +634,34 @@ impl Database {
             return Ok(SweptDump::Live);
         }
         let new_json = self.file(ReportState::New, id, FileKind::Metadata);
-        if self.is_complete(id, &file) {
-            self.move_to_pending(id)?;
-            tracing::info!(%id, "published a complete dump left in new/ by a monitor that died");
-            drop(file);
-            return Ok(SweptDump::Recovered);
-        }
+        let reason = match self.completeness(id, &file) {
+            Completeness::Complete => {
+                self.move_to_pending(id)?;
+                tracing::info!(%id, "published a complete dump left in new/ by a monitor that died");
+                drop(file);
+                return Ok(SweptDump::Recovered);
+            }
+            Completeness::Unknown(e) => {
+                // Possibly a finished report the app was told about: never
+                // delete it on an error that may go away.
+                tracing::warn!(
+                    path = %path.display(),
+                    "cannot tell whether a dump left in new/ is complete; leaving it for the next sweep: {e}"
+                );
+                return Ok(SweptDump::Live);
+            }
+            Completeness::Partial(reason) => reason,
+        };
         // Unlink while holding the lock.
         let gone = remove_file(path)?;
         remove_file(&new_json)?;
-        drop(file);
         if gone {
-            tracing::info!(path = %path.display(), "removed a partial dump whose writer is gone");
+            tracing::info!(path = %path.display(), reason, "removed a partial dump whose writer is gone");
+            if let Err(e) = self.remove_attachments(id) {
+                tracing::warn!("removing the attachments of a partial dump: {e}");
+            }
         }
+        drop(file);
         Ok(if gone { SweptDump::Removed } else { SweptDump::Live })
     }
 
@@ -731,23 +786,56 @@ impl Database {
     /// dump's size, and the dump starts with the minidump signature. Then
     /// it fsyncs both files, so the recovered report is as durable as a
     /// published one.
-    fn is_complete(&self, id: ReportId, dump: &File) -> bool {
+    ///
+    /// [`Partial`](Completeness::Partial) only on clear evidence: no
+    /// metadata in either place, metadata that does not parse or names
+    /// another id or size, no minidump signature. Any other error (reading
+    /// the dump or a metadata file, an fsync) is
+    /// [`Unknown`](Completeness::Unknown).
+    fn completeness(&self, id: ReportId, dump: &File) -> Completeness {
         use std::io::Read;
-        let Ok(size) = dump.metadata().map(|m| m.len()) else {
-            return false;
+        let dump_path = self.file(ReportState::New, id, FileKind::Dump);
+        let size = match dump.metadata() {
+            Ok(m) => m.len(),
+            Err(e) => return Completeness::Unknown(io_err("inspect", &dump_path)(e)),
         };
         let mut magic = [0u8; 4];
-        if (&*dump).read_exact(&mut magic).is_err() || &magic != b"MDMP" {
-            return false;
+        match (&*dump).read_exact(&mut magic) {
+            Ok(()) if &magic == b"MDMP" => {}
+            Ok(()) => return Completeness::Partial("no minidump signature"),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Completeness::Partial("no minidump signature");
+            }
+            Err(e) => return Completeness::Unknown(io_err("read", &dump_path)(e)),
         }
-        let candidates = [
+        let mut partial = "no metadata";
+        let mut unknown = None;
+        for path in [
             self.file(ReportState::New, id, FileKind::Metadata),
             self.file(ReportState::Pending, id, FileKind::Metadata),
-        ];
-        candidates.iter().any(|path| {
-            let ok = read_json::<Metadata>(path).is_ok_and(|m| m.id == id && m.dump_size == Some(size));
-            ok && File::open(path).and_then(|f| f.sync_all()).is_ok()
-        }) && dump.sync_all().is_ok()
+        ] {
+            match read_json::<Metadata>(&path) {
+                Ok(m) if m.id == id && m.dump_size == Some(size) => {
+                    let synced = File::open(&path)
+                        .and_then(|f| f.sync_all())
+                        .map_err(io_err("sync", &path))
+                        .and_then(|()| dump.sync_all().map_err(io_err("sync", &dump_path)));
+                    return match synced {
+                        Ok(()) => Completeness::Complete,
+                        Err(e) => Completeness::Unknown(e),
+                    };
+                }
+                Ok(_) => partial = "metadata of another id or size",
+                Err(DbError::Corrupt { .. }) => partial = "metadata does not parse",
+                Err(DbError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => unknown = unknown.or(Some(e)),
+            }
+        }
+        // An unreadable metadata file may be the good one.
+        match unknown {
+            Some(e) => Completeness::Unknown(e),
+            None => Completeness::Partial(partial),
+        }
     }
 
     /// Removes the dump of a writer that failed.

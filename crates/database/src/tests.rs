@@ -226,7 +226,7 @@ fn sweep_removes_partial_files_and_old_leftovers() {
     let orphan = f.db.root().join(format!("pending/{}.json", ReportId::new_random()));
     fs::write(&orphan, b"{}").unwrap();
 
-    assert_eq!(f.db.sweep_new().unwrap(), 2);
+    assert_eq!(f.db.sweep_new().unwrap().removed, 2);
     let live_name = format!("{}.dmp", live.id);
     assert_eq!(names(&f.db.root().join("new")), vec![live_name, "junk.tmp".to_owned()]);
     drop(live);
@@ -234,12 +234,12 @@ fn sweep_removes_partial_files_and_old_leftovers() {
 
     // Now the writer is gone and the grace period is over: the dump it left,
     // the temporary file and the orphan all go.
-    assert_eq!(f.db.sweep(Duration::ZERO).unwrap(), 3);
+    assert_eq!(f.db.sweep(Duration::ZERO).unwrap().removed, 3);
     assert!(!orphan.exists());
     assert_eq!(names(&f.db.root().join("new")), Vec::<String>::new());
     let listed: Vec<ReportId> = f.db.list().unwrap().iter().map(|e| e.id).collect();
     assert_eq!(listed, [failure, kept]);
-    assert_eq!(f.db.sweep(Duration::ZERO).unwrap(), 0);
+    assert_eq!(f.db.sweep(Duration::ZERO).unwrap().removed, 0);
 }
 
 #[test]
@@ -292,7 +292,7 @@ fn interrupted_transitions_never_show_a_report_twice() {
     assert_eq!(entries[0].state, ReportState::Failed);
     assert!(entries[0].has_dump());
 
-    assert_eq!(f.db.sweep(Duration::ZERO).unwrap(), 1);
+    assert_eq!(f.db.sweep(Duration::ZERO).unwrap().removed, 1);
     assert_eq!(names(&f.db.root().join("completed")), Vec::<String>::new());
     assert_eq!(f.db.list().unwrap().len(), 1);
 }
@@ -378,7 +378,7 @@ fn recorded_failures_are_failed_without_dump() {
     let err = f.db.transition(id, ReportState::Completed).unwrap_err();
     assert!(matches!(err, DbError::InvalidTransition { .. }), "{err:?}");
     // sweep must not take it for a leftover.
-    assert_eq!(f.db.sweep(Duration::ZERO).unwrap(), 0);
+    assert_eq!(f.db.sweep(Duration::ZERO).unwrap().removed, 0);
     assert_eq!(f.db.list().unwrap().len(), 1);
 }
 
@@ -646,11 +646,11 @@ fn a_durable_dump_whose_writer_died_is_published_once_by_the_sweep() {
     assert_eq!(names(&f.db.root().join("new")), [format!("{id}.dmp"), format!("{id}.json")]);
     assert!(f.db.list().unwrap().is_empty(), "not visible before it is published");
     // While the writer lives, a sweep leaves it alone.
-    assert_eq!(f.db.sweep(Duration::ZERO).unwrap(), 0);
+    assert_eq!(f.db.sweep(Duration::ZERO).unwrap().removed, 0);
     assert_eq!(names(&f.db.root().join("new")).len(), 2);
     drop(durable); // the writer died
 
-    assert_eq!(f.db.sweep_new().unwrap(), 0, "nothing removed");
+    assert_eq!(f.db.sweep_new().unwrap(), SweepStats { removed: 0, recovered: vec![id] });
     assert_eq!(names(&f.db.root().join("new")), Vec::<String>::new());
     assert_eq!(names(&f.db.root().join("pending")), [format!("{id}.dmp"), format!("{id}.json")]);
     let listed = f.db.list().unwrap();
@@ -660,7 +660,7 @@ fn a_durable_dump_whose_writer_died_is_published_once_by_the_sweep() {
     assert_eq!(listed[0].metadata.dump_size, Some(27));
     assert_eq!(listed[0].metadata.annotations, m.annotations);
     // Once only.
-    assert_eq!(f.db.sweep(Duration::ZERO).unwrap(), 0);
+    assert_eq!(f.db.sweep(Duration::ZERO).unwrap().removed, 0);
     assert_eq!(f.db.list().unwrap().len(), 1);
 }
 
@@ -709,7 +709,7 @@ fn incomplete_dumps_in_new_are_removed_not_published() {
     d.file.write_all(b"MDMP").unwrap();
     drop((a, b, c, d));
 
-    assert_eq!(f.db.sweep(Duration::ZERO).unwrap(), 4);
+    assert_eq!(f.db.sweep(Duration::ZERO).unwrap().removed, 4);
     assert_eq!(names(&root.join("new")), Vec::<String>::new());
     assert_eq!(names(&root.join("pending")), Vec::<String>::new());
     assert!(f.db.list().unwrap().is_empty());
@@ -726,15 +726,76 @@ fn concurrent_sweeps_publish_each_orphan_once() {
         dump.file.write_all(b"MDMP").unwrap();
         ids.push(f.db.make_durable(dump, &metadata(i)).unwrap().id); // dropped: writer gone
     }
-    std::thread::scope(|s| {
-        for _ in 0..4 {
-            s.spawn(|| f.db.sweep_new().unwrap());
-        }
+    let mut recovered: Vec<ReportId> = std::thread::scope(|s| {
+        let sweepers: Vec<_> = (0..4).map(|_| s.spawn(|| f.db.sweep_new().unwrap())).collect();
+        sweepers.into_iter().flat_map(|h| h.join().unwrap().recovered).collect()
     });
+    recovered.sort();
     let mut listed: Vec<ReportId> = f.db.list().unwrap().iter().map(|e| e.id).collect();
     listed.sort();
     ids.sort();
     assert_eq!(listed, ids);
+    assert_eq!(recovered, ids, "each orphan reported recovered by exactly one sweep");
     assert_eq!(names(&f.db.root().join("new")), Vec::<String>::new());
     assert_eq!(names(&f.db.root().join("pending")).len(), 100);
+}
+
+/// A dump whose completeness cannot be told (its metadata cannot be read:
+/// an I/O error, here EISDIR, which fails even for root) is kept for the
+/// next sweep, not deleted; clearly partial dumps next to it still go,
+/// with their attachments.
+#[test]
+fn a_dump_whose_metadata_cannot_be_read_is_kept() {
+    let f = fixture();
+    let root = f.db.root().to_path_buf();
+    let src = f.dir.path().join("app.log");
+    fs::write(&src, b"log").unwrap();
+    // Unknown: new/<id>.json is a directory.
+    let mut unreadable = f.db.begin_dump().unwrap();
+    unreadable.file.write_all(b"MDMP").unwrap();
+    let unreadable_id = unreadable.id;
+    fs::create_dir(root.join(format!("new/{unreadable_id}.json"))).unwrap();
+    f.db.store_attachment(unreadable_id, &src, 100).unwrap();
+    // Unknown too: no metadata in new/, but pending/<id>.json unreadable.
+    let mut moved = f.db.begin_dump().unwrap();
+    moved.file.write_all(b"MDMP").unwrap();
+    let moved_id = moved.id;
+    fs::create_dir(root.join(format!("pending/{moved_id}.json"))).unwrap();
+    // Partial: no metadata at all.
+    let mut partial = f.db.begin_dump().unwrap();
+    partial.file.write_all(b"MDMP").unwrap();
+    let partial_id = partial.id;
+    f.db.store_attachment(partial_id, &src, 100).unwrap();
+    // Partial: metadata of another id.
+    let mut other = f.db.begin_dump().unwrap();
+    other.file.write_all(b"MDMP").unwrap();
+    let other_id = other.id;
+    let m = Metadata { dump_size: Some(4), ..metadata(1) };
+    fs::write(root.join(format!("new/{other_id}.json")), serde_json::to_vec(&m).unwrap()).unwrap();
+    f.db.store_attachment(other_id, &src, 100).unwrap();
+    // Partial: too short for a signature.
+    let mut short = f.db.begin_dump().unwrap();
+    short.file.write_all(b"MD").unwrap();
+    drop((unreadable, moved, partial, other, short)); // the writers died
+
+    let stats = f.db.sweep(Duration::ZERO).unwrap();
+    assert_eq!(stats, SweepStats { removed: 3, recovered: vec![] });
+    let mut kept = vec![format!("{unreadable_id}.dmp"), format!("{unreadable_id}.json"), format!("{moved_id}.dmp")];
+    kept.sort();
+    assert_eq!(names(&root.join("new")), kept);
+    assert!(root.join(format!("new/{unreadable_id}.json")).is_dir());
+    assert!(root.join(format!("pending/{moved_id}.json")).is_dir());
+    assert!(f.db.attachments_dir(unreadable_id).exists(), "a kept dump keeps its attachments");
+    assert!(!f.db.attachments_dir(partial_id).exists(), "a removed dump's attachments go with it");
+    assert!(!f.db.attachments_dir(other_id).exists());
+    assert!(f.db.list().unwrap().is_empty());
+
+    // Once the metadata is readable and complete, the next sweep publishes it.
+    fs::remove_dir(root.join(format!("new/{unreadable_id}.json"))).unwrap();
+    let m = Metadata { id: unreadable_id, dump_size: Some(4), ..metadata(1) };
+    fs::write(root.join(format!("new/{unreadable_id}.json")), serde_json::to_vec(&m).unwrap()).unwrap();
+    let stats = f.db.sweep(Duration::ZERO).unwrap();
+    assert_eq!(stats.recovered, vec![unreadable_id]);
+    assert_eq!(f.db.list().unwrap().len(), 1);
+    assert!(root.join(format!("new/{moved_id}.dmp")).exists(), "still unknown, still kept");
 }

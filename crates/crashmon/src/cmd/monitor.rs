@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use crashmon_database::Database;
+use crashmon_database::{Database, ReportId};
 use crashmon_monitor::MonitorConfig;
 
 use crate::Context;
@@ -136,11 +136,12 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     // Partial dumps of monitors that died (their writer's lock is gone) are
     // removed; complete ones (the monitor died after its reply, before
     // publishing) are published, then post-processed like any other report.
-    let sweep = |config: &MonitorConfig| {
-        if let Err(e) = config.database.sweep_new() {
+    let sweep = |config: &MonitorConfig| match config.database.sweep_new() {
+        Ok(stats) => postprocess_recovered(config, &stats.recovered),
+        Err(e) => {
             tracing::warn!("cannot sweep partial dumps: {e}");
+            0
         }
-        postprocess_unprocessed(config)
     };
     match client {
         Some(fd) => {
@@ -169,31 +170,17 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-/// Hands reports in `pending/` that were never post-processed (no report,
-/// no symbolication outcome: published by a sweep after their monitor died
-/// between its reply and its own post-processing) to the post-processing
-/// queue, so they are symbolicated, filtered and uploaded like the others.
-/// Returns how many were queued.
-fn postprocess_unprocessed(config: &MonitorConfig) -> usize {
+/// Hands the reports a sweep just published from `new/` (their monitor
+/// died between its reply and its own post-processing) to the
+/// post-processing queue, so they are symbolicated, filtered and uploaded
+/// like the others. Only these: the sweep held each one's lock while
+/// publishing it, so no other monitor is post-processing it. Returns how
+/// many were queued.
+fn postprocess_recovered(config: &MonitorConfig, recovered: &[ReportId]) -> usize {
     let Some(hook) = &config.after_capture else { return 0 };
-    let entries = match config.database.list() {
-        Ok(entries) => entries,
-        Err(e) => {
-            tracing::warn!("cannot list the database for unprocessed reports: {e}");
-            return 0;
-        }
-    };
-    let mut queued = 0;
-    for e in entries {
-        if e.state == crashmon_database::ReportState::Pending
-            && e.has_dump()
-            && e.report_path.is_none()
-            && e.metadata.symbolication.is_none()
-        {
-            tracing::info!(report = %e.id, "post-processing a report recovered from new/");
-            hook.after_capture(&config.database, e.id);
-            queued += 1;
-        }
+    for &id in recovered {
+        tracing::info!(report = %id, "post-processing a report recovered from new/");
+        hook.after_capture(&config.database, id);
     }
-    queued
+    recovered.len()
 }
