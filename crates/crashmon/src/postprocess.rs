@@ -218,10 +218,22 @@ impl Shared {
         }
     }
 
+    /// Whether a child that wrote its report is still building symbol
+    /// tables.
+    fn builder_running(&self) -> bool {
+        self.builders.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|h| !h.is_finished())
+    }
+
     /// Runs the child until it has written the report. A child that then
     /// goes on building symbol tables (the first report of a new binary)
     /// is left to it under the same limits, watched by a builder thread:
     /// the next report, the filters and the upload do not wait for it.
+    ///
+    /// At most one child builds at a time (each may use
+    /// [`MEMORY_LIMIT`] and seconds of CPU): while one is, the next child is
+    /// told not to build (`--no-table-build`), so a crash storm of several
+    /// new binaries does not start a builder per report. Its binaries'
+    /// tables are built after a later report of them.
     fn run_child(self: &Arc<Self>, db: &Database, id: ReportId) -> Result<(), String> {
         let started = Instant::now();
         let mut child = Command::new(&self.exe);
@@ -229,10 +241,11 @@ impl Shared {
             // The child reads the monitor's configuration ([symbols]).
             child.arg("--config").arg(std::path::absolute(&f.value).unwrap_or_else(|_| f.value.clone()));
         }
+        child.arg("--database").arg(db.root()).arg("__symbolicate-report");
+        if self.builder_running() {
+            child.arg("--no-table-build");
+        }
         let mut child = child
-            .arg("--database")
-            .arg(db.root())
-            .arg("__symbolicate-report")
             .arg(id.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -392,6 +405,10 @@ impl AfterCapture for PostProcess {
 /// Arguments of the internal child command.
 #[derive(Debug, clap::Args)]
 pub struct ChildArgs {
+    /// Do not build the symbol tables the report did without (another
+    /// child is building tables)
+    #[arg(long)]
+    pub no_table_build: bool,
     /// The report to symbolicate
     pub id: String,
 }
@@ -423,6 +440,12 @@ pub fn child_main(ctx: &Context, args: ChildArgs) -> anyhow::Result<u8> {
     // upload), then build the missing tables for the next reports, under
     // this process's limits.
     crate::print_out(&format!("{REPORT_WRITTEN}\n"))?;
-    crate::cmd::symbolicate::build_pending_tables(pending);
+    if args.no_table_build {
+        if !pending.is_empty() {
+            tracing::debug!(pending = pending.len(), "another child is building symbol tables; not building these now");
+        }
+    } else {
+        crate::cmd::symbolicate::build_pending_tables(pending);
+    }
     Ok(exit::OK)
 }

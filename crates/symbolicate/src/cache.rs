@@ -16,6 +16,11 @@
 //! never expose a partial entry; the last rename wins and both are equal.
 //! Reading an entry sets its mtime, and after every write the oldest entries
 //! (by mtime) are removed until the directory is under its size bound.
+//!
+//! Besides the entries: `.build-<key>.lock`, locked (`flock`) by the one
+//! process building that table ([`SymbolCache::build_lock`]), and
+//! `.failed-<key>`, left by a build that failed, so it is not retried for a
+//! day ([`SymbolCache::record_failure`]).
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -67,39 +72,61 @@ impl SymbolCache {
         }
     }
 
+    fn lock_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!(".build-{key}.lock"))
+    }
+
     /// Claims the building of `key`'s table for this process: `None` if
-    /// another process is building it (its lock file is younger than
-    /// [`BUILD_LOCK_STALE`]), so two reports of the same new binary do not
-    /// both spend seconds and memory on it.
+    /// another process (or another claim in this one) is building it, so two
+    /// reports of the same new binary do not both spend seconds and memory
+    /// on it.
+    ///
+    /// The claim is an advisory lock (`flock`) on a persistent file,
+    /// `.build-<key>.lock`, held until the [`BuildLock`] is dropped or the
+    /// process ends (killed builders included: the kernel releases it). The
+    /// file is never removed while locked; [`SymbolCache::trim`] removes
+    /// unlocked ones unused for an hour, and a claim that locked a file
+    /// removed meanwhile is given up.
     pub(crate) fn build_lock(&self, key: &str) -> Option<BuildLock> {
+        use std::os::unix::fs::MetadataExt;
         std::fs::create_dir_all(&self.dir).ok()?;
-        let path = self.dir.join(format!(".build-{key}.lock"));
-        for _ in 0..2 {
-            match std::fs::File::options().write(true).create_new(true).open(&path) {
-                Ok(mut file) => {
-                    use std::io::Write;
-                    let _ = write!(file, "{}", std::process::id());
-                    return Some(BuildLock(path));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let age = std::fs::metadata(&path)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| SystemTime::now().duration_since(t).ok());
-                    // The builder's pid (written right after the file is
-                    // created: an empty, young file is a builder starting).
-                    let holder = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<u32>().ok());
-                    let dead = holder.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
-                    if !dead && age.is_some_and(|age| age < BUILD_LOCK_STALE) {
-                        return None;
-                    }
-                    // Left behind by a builder that was killed.
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(_) => return None,
-            }
+        let path = self.lock_path(key);
+        let file = std::fs::File::options().write(true).create(true).truncate(false).open(&path).ok()?;
+        file.try_lock().ok()?;
+        // Still the file at that name? (`trim` may have removed it between
+        // our open and our lock.)
+        let (ours, named) = (file.metadata().ok()?, std::fs::metadata(&path).ok()?);
+        if ours.ino() != named.ino() || ours.dev() != named.dev() {
+            return None;
         }
-        None
+        // Its mtime is its last use (for `trim`).
+        let _ = file.set_modified(SystemTime::now());
+        Some(BuildLock { _file: file })
+    }
+
+    fn failure_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!(".failed-{key}"))
+    }
+
+    /// Records that building `key`'s table failed (symbolic stops at the
+    /// first DWARF error of any unit, while the lazy lookup reads only the
+    /// units a report needs), so the build is not retried after every
+    /// report of that binary: see [`SymbolCache::failed_recently`]. The
+    /// marker's mtime is the time of the failure; its content says why.
+    pub(crate) fn record_failure(&self, key: &str, why: &str) {
+        let written = std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::write(self.failure_path(key), why));
+        if let Err(e) = written {
+            tracing::warn!(dir = %self.dir.display(), "cannot record a failed symbol table build: {e}");
+        }
+    }
+
+    /// Whether building `key`'s table failed less than [`FAILURE_RETRY`]
+    /// ago (then it is not built again). A marker dated in the future (the
+    /// clock was set back) does not count.
+    pub(crate) fn failed_recently(&self, key: &str) -> bool {
+        std::fs::metadata(self.failure_path(key))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| SystemTime::now().duration_since(t).is_ok_and(|age| age < FAILURE_RETRY))
     }
 
     /// Whether an entry is stored under `key` (not checked).
@@ -144,9 +171,27 @@ impl SymbolCache {
             let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with(".tmp-") || name.starts_with(".build-") {
+            if name.starts_with(".tmp-") {
                 // Left behind by a writer that died; a live one takes seconds.
                 if now.duration_since(mtime).is_ok_and(|age| age.as_secs() > 3600) {
+                    let _ = std::fs::remove_file(&path);
+                }
+                continue;
+            }
+            if name.starts_with(".build-") {
+                // A build lock unused for an hour, removed only while we hold
+                // it (never from under a builder).
+                if now.duration_since(mtime).is_ok_and(|age| age.as_secs() > 3600)
+                    && let Ok(file) = std::fs::File::options().write(true).open(&path)
+                    && file.try_lock().is_ok()
+                {
+                    let _ = std::fs::remove_file(&path);
+                }
+                continue;
+            }
+            if name.starts_with(".failed-") {
+                // Expired failure markers (the build is tried again anyway).
+                if now.duration_since(mtime).is_ok_and(|age| age >= FAILURE_RETRY) {
                     let _ = std::fs::remove_file(&path);
                 }
                 continue;
@@ -183,17 +228,14 @@ impl CacheEntry {
     }
 }
 
-/// A build lock older than this is taken to be left by a dead builder.
-pub(crate) const BUILD_LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(600);
+/// A table whose build failed is not built again for this long.
+pub(crate) const FAILURE_RETRY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// The lock file of a table being built; removed on drop.
+/// The claim on building a table ([`SymbolCache::build_lock`]): an open,
+/// locked lock file; dropping it closes the file, which releases the lock.
 #[derive(Debug)]
-pub(crate) struct BuildLock(PathBuf);
-
-impl Drop for BuildLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+pub(crate) struct BuildLock {
+    _file: std::fs::File,
 }
 
 fn check_entry(bytes: &[u8]) -> Result<(), &'static str> {
@@ -329,23 +371,77 @@ mod tests {
     fn one_builder_per_table() {
         let dir = tempfile::tempdir().unwrap();
         let cache = SymbolCache::new(dir.path(), DEFAULT_MAX_BYTES);
+        let path = cache.lock_path("k");
+        let old = SystemTime::now() - std::time::Duration::from_secs(7200);
+        let age = |path: &Path| std::fs::File::options().append(true).open(path).unwrap().set_modified(old).unwrap();
+
         let lock = cache.build_lock("k").expect("free");
         assert!(cache.build_lock("k").is_none(), "held by the first builder");
         assert!(cache.build_lock("other").is_some());
+        // Trimming never removes a held lock file, however old.
+        age(&path);
+        cache.trim();
+        assert!(path.exists());
+        assert!(cache.build_lock("k").is_none());
         drop(lock);
+        // Released, not removed.
+        assert!(path.exists());
         let lock = cache.build_lock("k").expect("released");
-        // A lock whose builder is gone is taken over.
-        std::mem::forget(lock);
-        let path = cache.dir.join(".build-k.lock");
-        std::fs::write(&path, format!("{}", u32::MAX - 1)).unwrap();
-        assert!(cache.build_lock("k").is_some_and(|l| {
-            std::mem::forget(l);
-            true
-        }));
-        // So is a stale one.
-        let old = SystemTime::now() - BUILD_LOCK_STALE - std::time::Duration::from_secs(1);
-        std::fs::File::options().append(true).open(&path).unwrap().set_modified(old).unwrap();
-        assert!(cache.build_lock("k").is_some());
+        drop(lock);
+        // An unused (unlocked) old lock file is trimmed; a young one stays.
+        cache.trim();
+        assert!(path.exists(), "used just now");
+        age(&path);
+        cache.trim();
         assert!(!path.exists());
+        drop(cache.build_lock("k").expect("free again"));
+
+        // A lock held by another process, then released by its death.
+        // (`flock -o`: its command, a shell that says when the lock is
+        // taken then waits on `cat`, does not inherit the lock.)
+        let holder = std::process::Command::new("flock")
+            .arg("-o")
+            .arg(&path)
+            .args(["-c", "echo locked; exec cat"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn();
+        let Ok(mut holder) = holder else {
+            eprintln!("SKIPPED (other process): cannot run flock");
+            return;
+        };
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line.trim(), "locked");
+        assert!(cache.build_lock("k").is_none(), "held by the other process");
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        drop(holder.stdin.take()); // ends `cat`
+        // Free once the process is gone (polled: a process forked by another
+        // test thread may briefly share one of our descriptors).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while cache.build_lock("k").is_none() {
+            assert!(std::time::Instant::now() < deadline, "the lock of a dead process is free");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn failed_builds_are_not_retried_for_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = SymbolCache::new(dir.path(), DEFAULT_MAX_BYTES);
+        assert!(!cache.failed_recently("k"));
+        cache.record_failure("k", "bad DWARF");
+        assert!(cache.failed_recently("k"));
+        assert!(!cache.failed_recently("other"));
+        // Storing (and so trimming) keeps a young marker.
+        cache.store("other", &sample_symcache());
+        assert!(cache.failed_recently("k"));
+        // An old marker no longer counts, and trimming removes it.
+        let old = SystemTime::now() - FAILURE_RETRY - std::time::Duration::from_secs(1);
+        std::fs::File::options().append(true).open(cache.failure_path("k")).unwrap().set_modified(old).unwrap();
+        assert!(!cache.failed_recently("k"));
+        cache.store("other", &sample_symcache());
+        assert!(!cache.failure_path("k").exists());
     }
 }

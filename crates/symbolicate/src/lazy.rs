@@ -16,7 +16,9 @@
 //!   address ranges meet `[s, a]` (parsed with symbolic's own function
 //!   parser, [`dwarf`], in unit order, with one set of seen ranges as in a
 //!   whole-file walk) and from the symbols that start or end in `[s, a]`
-//!   (in symbol-table order).
+//!   (in symbol-table order). A unit whose root entry gives no range
+//!   (`DW_AT_low_pc` alone, an empty range list), which the whole-file walk
+//!   parses all the same, counts with the ranges of its functions.
 //!
 //! So names, languages, files, lines and inlined frames are the ones the
 //! whole table gives; the crate's tests compare both on real dumps. The
@@ -387,6 +389,48 @@ int main(void) { int v[] = {5, 1, 4, 3, 2}; sort_all(v, 5); printf("%d\n", v[0])
         if let Some(exe) = compile(dir.path(), &cc, &["-O2", "-g"], "prog.c", C) {
             assert_identical(&exe);
         }
+    }
+
+    /// A compilation unit with `DW_AT_low_pc` but no `DW_AT_high_pc` or
+    /// `DW_AT_ranges` (gimli gives it no range; symbolic's whole-file walk
+    /// parses it anyway): its functions must be found lazily too, with
+    /// their files and lines. Made from GCC's annotated assembly by renaming
+    /// the unit's `DW_AT_high_pc` attribute to a vendor one of the same form
+    /// (so no offset moves).
+    #[test]
+    fn unit_without_high_pc_lazy_equals_whole_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        let src = dir.path().join("helper.c");
+        std::fs::write(&src, "int helper(int x) { return x * 3 + 1; }\nint other(int x) { return x - 7; }\n").unwrap();
+        let asm = dir.path().join("helper.s");
+        match Command::new(&cc).args(["-O0", "-g", "-dA", "-S", "-o"]).arg(&asm).arg(&src).status() {
+            Ok(status) if status.success() => {}
+            Ok(status) => panic!("{cc} failed: {status}"),
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run {cc}: {e}");
+                return;
+            }
+        }
+        let text = std::fs::read_to_string(&asm).unwrap();
+        // The unit's abbreviation is the first one.
+        let high_pc = "\t.uleb128 0x12\t# (DW_AT_high_pc)\n";
+        let Some(at) = text.find(high_pc).filter(|&at| text[..at].contains("(TAG: DW_TAG_compile_unit)")) else {
+            eprintln!("SKIPPED: {cc} does not write GCC's annotated DWARF assembly");
+            return;
+        };
+        let text = format!("{}\t.uleb128 0x2000\t# (DW_AT_lo_user)\n{}", &text[..at], &text[at + high_pc.len()..]);
+        std::fs::write(&asm, text).unwrap();
+        let main = "int helper(int x);\nint other(int x);\nint main(int c, char **v) { (void)v; return helper(c) + other(c); }\n";
+        let Some(exe) = compile(dir.path(), &cc, &["-O0", "-g", asm.to_str().unwrap()], "main.c", main) else { return };
+
+        let data = std::fs::read(&exe).unwrap();
+        let lazy = LazyElf::open(&data).unwrap();
+        let helper = lazy.symbol_list.iter().find(|s| s.name.as_deref() == Some("helper")).unwrap().address;
+        let found = lazy.lookup(helper + 4).unwrap();
+        assert_eq!(found[0].function, "helper");
+        assert!(found[0].file.as_deref().is_some_and(|f| f.ends_with("helper.c")), "{found:?}");
+        assert_identical(&exe);
     }
 
     /// libc: its symbol table only (the installed library), and its

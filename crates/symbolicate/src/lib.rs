@@ -117,6 +117,15 @@ impl Default for Options {
 /// Modules whose symbol table is not in the cache are looked up address by
 /// address in their symbol files; their tables are not built (see
 /// [`symbolicate_path_deferred`]).
+///
+/// Symbol files and cache entries are memory-mapped, not read. If a symbol
+/// file is truncated while it is mapped (rewritten in place by `cp` onto the
+/// existing file or `rsync --inplace`, rather than replaced by a new file),
+/// reading it raises SIGBUS and the calling process dies. The monitor
+/// therefore symbolicates in a child process (where that fails one report);
+/// callers in their own process, such as `crashmon symbolicate` and
+/// `crashmon show`, die with "Bus error" and should be rerun once the file
+/// is complete.
 pub fn symbolicate_path(dump: &Path, options: &Options) -> Result<Report, SymbolicateError> {
     process::symbolicate_path(dump, options).map(|(report, _, _)| report)
 }
@@ -132,7 +141,9 @@ pub fn symbolicate_path_with_stats(dump: &Path, options: &Options) -> Result<(Re
 /// report did without: build and store them with
 /// [`PendingTables::build_and_store`] once the report is written, so the
 /// next report of the same binaries reads them from the cache while this
-/// one never waited for them.
+/// one never waited for them. Symbol files are memory-mapped as in
+/// [`symbolicate_path`] (and by [`PendingTables::build_and_store`]): a
+/// file truncated meanwhile kills the process with SIGBUS.
 pub fn symbolicate_path_deferred(
     dump: &Path,
     options: &Options,
@@ -165,8 +176,14 @@ impl PendingTables {
     }
 
     /// Builds each table and stores it in the cache (skipping any that
-    /// another process stored meanwhile). Returns how many were stored;
-    /// a file that cannot be read is logged and skipped.
+    /// another process stored or is building meanwhile). Returns how many
+    /// were stored; a file that cannot be read is logged and skipped.
+    ///
+    /// A failed build (symbolic stops at the first DWARF error in any unit,
+    /// while the lazy lookup reads only the units it needs) leaves a marker
+    /// in the cache: that table is not tried again for a day, so every
+    /// report of the binary keeps using the lazy lookup instead of burning
+    /// seconds of CPU on a build that fails again.
     pub fn build_and_store(self) -> usize {
         let Some(cache) = self.cache else { return 0 };
         let mut stored = 0;
@@ -174,11 +191,16 @@ impl PendingTables {
             if cache.contains(&key) {
                 continue;
             }
+            if cache.failed_recently(&key) {
+                tracing::debug!(key, "building this symbol table failed recently; not trying again yet");
+                continue;
+            }
             let Some(_lock) = cache.build_lock(&key) else {
                 tracing::debug!(key, "another process is building this symbol table");
                 continue;
             };
-            if cache.contains(&key) {
+            // Stored, or failed, by the process that held the lock before.
+            if cache.contains(&key) || cache.failed_recently(&key) {
                 continue;
             }
             let started = std::time::Instant::now();
@@ -193,9 +215,49 @@ impl PendingTables {
                         "stored a symbol table for the next report"
                     );
                 }
-                Err(e) => tracing::warn!(file = %file.path().display(), "cannot build its symbol table: {e}"),
+                Err(e) => {
+                    tracing::warn!(file = %file.path().display(), "cannot build its symbol table: {e}");
+                    cache.record_failure(&key, &e);
+                }
             }
         }
         stored
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table whose build failed is not built again after every report of
+    /// its binary, only once its failure marker has expired.
+    #[test]
+    fn failed_table_builds_are_not_retried_until_the_marker_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = cache::SymbolCache::new(&dir.path().join("cache"), DEFAULT_MAX_BYTES);
+        let sym = dir.path().join("t.sym");
+        let pending = || PendingTables {
+            cache: Some(cache.clone()),
+            entries: vec![(locate::SymbolFile::Breakpad(sym.clone()), "k".to_owned())],
+        };
+        std::fs::write(&sym, b"not a symbol file").unwrap();
+        assert_eq!(pending().build_and_store(), 0);
+        assert!(cache.failed_recently("k"));
+        // The file is readable now, but the failure is recent: not built.
+        std::fs::write(
+            &sym,
+            b"MODULE Linux x86_64 0123456789ABCDEF0123456789ABCDEF0 t\nFILE 0 a.c\nFUNC 1000 10 0 f\n1000 10 7 0\n",
+        )
+        .unwrap();
+        assert_eq!(pending().build_and_store(), 0);
+        assert!(!cache.contains("k"));
+        // Once the marker is a day old, the table is built again.
+        let marker = dir.path().join("cache/symcache/.failed-k");
+        let old = std::time::SystemTime::now() - cache::FAILURE_RETRY - Duration::from_secs(1);
+        std::fs::File::options().append(true).open(&marker).unwrap().set_modified(old).unwrap();
+        assert_eq!(pending().build_and_store(), 1);
+        assert!(cache.contains("k"));
+        // Storing trimmed the expired marker.
+        assert!(!marker.exists());
     }
 }

@@ -1,6 +1,10 @@
 //! Read-only memory maps of symbol files and symbol cache entries, so a
 //! report touches only the pages it reads (a 360 MB debug binary is not
 //! read into memory for one stack, nor a 60 MB cached table copied).
+//!
+//! The cost: a mapped file truncated while we read it (rewritten in place
+//! by `cp`, `rsync --inplace`, ...) kills the process with SIGBUS; see the
+//! SAFETY comment in [`Mapped::open`].
 
 #![allow(unsafe_code)]
 
@@ -15,15 +19,31 @@ pub(crate) struct Mapped {
 impl Mapped {
     pub(crate) fn open(path: &Path) -> std::io::Result<Mapped> {
         let file = std::fs::File::open(path)?;
-        // SAFETY: the map is read-only and private. Its contents change only
-        // if the file is truncated or rewritten in place while it is mapped.
-        // Symbol files are binaries and debug files, which installers and
-        // linkers replace (new inode) rather than rewrite; symbol cache
-        // entries are written to a temporary file and renamed into place,
-        // never rewritten. A truncation would make a read fault (SIGBUS), not
-        // let safe code observe invalid values: the data is plain bytes that
-        // every reader bounds-checks. The monitor symbolicates in a limited
-        // child process, so such a fault fails only that report.
+        // SAFETY: the map is read-only and private, and its bytes are only
+        // lent out as `&[u8]` borrowing `self`. `Mmap::map` is unsafe
+        // because the file can still change under the map, and we cannot
+        // prevent that:
+        // * Rewritten in place without shrinking: reads see old or new bytes
+        //   (strictly, a `&[u8]` whose bytes change is undefined behaviour
+        //   in Rust's model). Every reader (gimli, symbolic, the cache
+        //   checks) treats them as untrusted plain bytes and bounds-checks
+        //   each access, so the expected result is wrong names or a parse
+        //   error.
+        // * Truncated: a read of a page past the new end raises SIGBUS,
+        //   which kills the process. This does happen: `cp` onto an existing
+        //   file, `rsync --inplace`, and some build tools truncate and
+        //   rewrite the file in place (same inode). Only replacing the file
+        //   (a new inode: linkers, `install`, package managers, plain
+        //   `rsync`) leaves an existing map intact, and symbol files are the
+        //   user's files. Symbol cache entries are safe from this (crashmon
+        //   writes them to a temporary file and renames it into place, never
+        //   in place), unless someone else rewrites them.
+        // The monitor symbolicates in a limited child process, where a
+        // SIGBUS fails only that report (recorded as killed by a signal).
+        // The CLI commands that symbolicate in their own process
+        // (`crashmon symbolicate`, `crashmon show`; see
+        // `crate::symbolicate_path`) die with "Bus error" instead; rerun
+        // them once the file is complete.
         let map = unsafe { memmap2::Mmap::map(&file)? };
         Ok(Mapped { map })
     }

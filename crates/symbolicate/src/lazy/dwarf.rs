@@ -264,6 +264,14 @@ impl<'d> DwarfInfo<'d> {
 
     /// The address ranges of unit `index` (its root DIE's), relative to the
     /// load address; empty for units symbolic skips.
+    ///
+    /// A unit that symbolic parses but whose root gives no non-empty range
+    /// (`DW_AT_low_pc` without `DW_AT_high_pc` or `DW_AT_ranges`, for which
+    /// gimli gives nothing; an empty range list; `low_pc == high_pc`) may
+    /// still have functions anywhere, and a whole-file walk parses them: its
+    /// ranges are then those of its functions and inlined calls, read as
+    /// symbolic reads them ([`DwarfInfo::function_ranges`]). Such units are
+    /// rare and mostly dead code (no function ranges at all).
     pub(crate) fn unit_ranges(&self, index: usize) -> Result<Vec<(u64, u64)>, DwarfError> {
         let Some(unit) = self.get_unit(index)? else { return Ok(Vec::new()) };
         // The units `DwarfUnit::from_unit` skips (without preparing their
@@ -280,7 +288,53 @@ impl<'d> DwarfInfo<'d> {
                 out.push((offset(range.begin, self.address_offset), offset(range.end, self.address_offset)));
             }
         }
+        if out.is_empty() {
+            return Ok(self.function_ranges(unit));
+        }
         Ok(out)
+    }
+
+    /// The ranges of the functions and inlined calls of `unit` (at any
+    /// depth), relative to the load address, as the function parser reads
+    /// them; for units whose root DIE has none. Reads the unit's DIEs, not
+    /// its line program.
+    ///
+    /// A unit whose DIEs cannot be read gives no ranges: symbolic's
+    /// whole-file walk stops at the same error, so there is no table whose
+    /// names the lazy lookups could differ from.
+    fn function_ranges(&self, unit: &Unit<'d>) -> Vec<(u64, u64)> {
+        let scanner = DwarfUnit {
+            inner: UnitRef { info: self, unit },
+            bcsymbolmap: None,
+            language: Language::Unknown,
+            line_program: None,
+            prefer_dwarf_names: false,
+        };
+        let mut out = Vec::new();
+        let mut range_buf = Vec::new();
+        let mut scan = || -> Result<(), DwarfError> {
+            let mut entries = unit.entries_raw(None)?;
+            while !entries.is_empty() {
+                let Some(abbrev) = entries.read_abbreviation()? else { continue };
+                if abbrev.tag() == constants::DW_TAG_subprogram || abbrev.tag() == constants::DW_TAG_inlined_subroutine
+                {
+                    let (ranges, _) = scanner.parse_ranges(&mut entries, abbrev, &mut range_buf)?;
+                    out.extend(
+                        ranges
+                            .iter()
+                            .filter(|r| r.begin < r.end)
+                            .map(|r| (offset(r.begin, self.address_offset), offset(r.end, self.address_offset))),
+                    );
+                } else {
+                    entries.skip_attributes(abbrev.attributes())?;
+                }
+            }
+            Ok(())
+        };
+        if scan().is_err() {
+            return Vec::new();
+        }
+        out
     }
 
     /// symbolic's functions of the units `indices` (ascending), with one
