@@ -161,6 +161,13 @@ fn a4_panic_is_reported_with_message_and_location() {
 fn a13_requested_dump_keeps_the_app_running() {
     let out = run("segv", "main", &["--request-dump"]);
     let requested = out.lines.iter().find_map(|l| l.strip_prefix("requested id=")).expect("request_dump succeeded");
+    // The app keeps running, so the monitor publishes before it answers:
+    // the id request_dump returns is already a listed report.
+    assert!(
+        out.lines.iter().any(|l| l == "requested listed=yes"),
+        "listed when request_dump returned: {:?}",
+        out.lines
+    );
     assert_eq!(out.signal, Some(libc::SIGSEGV), "the app kept running after the requested dump, then crashed");
     let all = wait_for(Duration::from_secs(5), || {
         let d = dumps(out.db.path());

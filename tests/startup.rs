@@ -1,7 +1,9 @@
-//! `install()` does not wait for a sidecar it spawned to start (issue 8):
-//! the hello is queued on the socket pair and its answer is never awaited.
-//! A crash before the monitor is even running is still dumped, and a
-//! monitor that cannot be executed is still reported by `install()`.
+//! How `install()` starts a sidecar. By default it waits for the monitor's
+//! answer to the hello, so a monitor that starts and then fails makes
+//! `install()` fail. With `wait_for_monitor: false` (issue 8, short-lived
+//! programs) the hello is queued on the socket pair and its answer never
+//! awaited: a crash before the monitor is even running is still dumped,
+//! and a monitor that cannot be executed is still reported.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -32,7 +34,7 @@ fn a_crash_right_after_install_is_dumped_before_the_monitor_is_up() {
     let db = dir.path().join("db");
     let started = Instant::now();
     let mut app = Command::new(bin("crasher"))
-        .args(["--crash", "segv"])
+        .args(["--crash", "segv", "--no-wait-for-monitor"])
         .env("CRASHMON_DATABASE", &db)
         .env("CRASHMON_MONITOR", slow_monitor(dir.path(), "1"))
         .env_remove("CRASHMON_FAULT_INJECT")
@@ -60,8 +62,8 @@ fn a_crash_right_after_install_is_dumped_before_the_monitor_is_up() {
     assert_eq!(entries[0].metadata.crash.signal, Some(libc::SIGSEGV));
 }
 
-/// A monitor that cannot be executed is reported by `install()`, which
-/// does not wait for the monitor but does learn the exec's result.
+/// A monitor that cannot be executed is reported by `install()`, even when
+/// it does not wait for the monitor (it learns the exec's result).
 #[test]
 fn a_monitor_that_cannot_be_executed_fails_install() {
     let dir = tempfile::tempdir().unwrap();
@@ -70,7 +72,7 @@ fn a_monitor_that_cannot_be_executed_fails_install() {
     std::fs::set_permissions(&not_executable, std::fs::Permissions::from_mode(0o644)).unwrap();
     for monitor in [dir.path().join("missing/crashmon"), not_executable] {
         let out = Command::new(bin("crasher"))
-            .args(["--crash", "segv"])
+            .args(["--crash", "segv", "--no-wait-for-monitor"])
             .env("CRASHMON_DATABASE", dir.path().join("db"))
             .env("CRASHMON_MONITOR", &monitor)
             .stdout(Stdio::null())
@@ -85,4 +87,37 @@ fn a_monitor_that_cannot_be_executed_fails_install() {
         assert_eq!(status.code(), Some(1), "install failed, the crasher did not crash: {status:?} {err}");
         assert!(err.contains(&monitor.display().to_string()), "the error names the monitor: {err}");
     }
+}
+
+/// By default `install()` waits for the sidecar's answer: a monitor that is
+/// exec'd but then fails (here a script that exits 1 after 0.5 s) makes `install()`
+/// fail with a handshake error instead of leaving crashes unreported.
+/// The same monitor under `--no-wait-for-monitor` is not noticed.
+#[test]
+fn a_monitor_that_exits_at_start_fails_install_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let failing = dir.path().join("failing-crashmon");
+    std::fs::write(&failing, "#!/bin/sh\nsleep 0.5\necho 'crashmon: cannot start' >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |extra: &[&str]| {
+        let mut app = Command::new(bin("crasher"))
+            .args(["--crash", "segv"])
+            .args(extra)
+            .env("CRASHMON_DATABASE", dir.path().join("db"))
+            .env("CRASHMON_MONITOR", &failing)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn crasher");
+        let status = wait_timeout(&mut app, Duration::from_secs(20)).expect("crasher ends");
+        let mut err = String::new();
+        use std::io::Read;
+        app.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        (status, err)
+    };
+    let (status, err) = run(&[]);
+    assert_eq!(status.code(), Some(1), "install() failed: {status:?} {err}");
+    assert!(err.contains("handshake"), "a handshake error: {err}");
+    let (status, err) = run(&["--no-wait-for-monitor"]);
+    assert_eq!(death_signal(&status), Some(libc::SIGSEGV), "installed, crashed undumped: {status:?} {err}");
 }

@@ -52,17 +52,25 @@ fn build(dir: &Path) -> anyhow::Result<()> {
 enum Variant {
     Plain,
     Crashmon,
+    /// crashmon with `wait_for_monitor: false` (install() does not wait for
+    /// the sidecar's start).
+    CrashmonNoWait,
     Embark,
 }
 
 impl Variant {
-    const ALL: [Variant; 3] = [Variant::Plain, Variant::Crashmon, Variant::Embark];
+    const ALL: [Variant; 4] = [Variant::Plain, Variant::Crashmon, Variant::CrashmonNoWait, Variant::Embark];
     fn label(self) -> &'static str {
         match self {
             Variant::Plain => "(a) no handler",
             Variant::Crashmon => "(b) crashmon",
+            Variant::CrashmonNoWait => "(b') crashmon, wait_for_monitor: false",
             Variant::Embark => "(c) crash-handler + minidumper",
         }
+    }
+
+    fn is_crashmon(self) -> bool {
+        matches!(self, Variant::Crashmon | Variant::CrashmonNoWait)
     }
 }
 
@@ -80,10 +88,7 @@ fn dumps_in(d: &Path) -> Vec<PathBuf> {
 /// we wait for its symbolication to finish so the next run starts on a quiet
 /// machine.
 fn run_once(dir: &Path, variant: Variant, work: &Path) -> anyhow::Result<Duration> {
-    let dump_dir = match variant {
-        Variant::Crashmon => work.join("pending"),
-        _ => work.to_path_buf(),
-    };
+    let dump_dir = if variant.is_crashmon() { work.join("pending") } else { work.to_path_buf() };
     let before = dumps_in(&dump_dir).len();
     let mut cmd = match variant {
         Variant::Plain => {
@@ -91,9 +96,12 @@ fn run_once(dir: &Path, variant: Variant, work: &Path) -> anyhow::Result<Duratio
             c.args(["--crash", "segv", "--no-handler"]);
             c
         }
-        Variant::Crashmon => {
+        Variant::Crashmon | Variant::CrashmonNoWait => {
             let mut c = Command::new(dir.join("crasher"));
             c.args(["--crash", "segv"]).env("CRASHMON_DATABASE", work).env("CRASHMON_MONITOR", dir.join("crashmon"));
+            if variant == Variant::CrashmonNoWait {
+                c.arg("--no-wait-for-monitor");
+            }
             c
         }
         Variant::Embark => {
@@ -108,7 +116,7 @@ fn run_once(dir: &Path, variant: Variant, work: &Path) -> anyhow::Result<Duratio
     let took = started.elapsed();
     ensure!(status.signal() == Some(libc::SIGSEGV), "{variant:?}: expected death by SIGSEGV, got {status}");
     if variant != Variant::Plain {
-        let after = if variant == Variant::Crashmon {
+        let after = if variant.is_crashmon() {
             // Durable when the app died: in pending/, or still in new/ with
             // its metadata (both fsynced before the reply; the monitor moves
             // them to pending/ while the app dies, the metadata first).
@@ -140,7 +148,7 @@ fn run_once(dir: &Path, variant: Variant, work: &Path) -> anyhow::Result<Duratio
             after.len()
         );
     }
-    if variant == Variant::Crashmon {
+    if variant.is_crashmon() {
         // Let the monitor finish symbolicating (off the app's path) before
         // the next run, so runs do not compete for the CPUs.
         let deadline = Instant::now() + Duration::from_secs(30);

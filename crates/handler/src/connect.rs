@@ -21,11 +21,11 @@ pub(crate) struct Connected {
 
 pub(crate) fn connect(config: &HandlerConfig) -> Result<Connected, InstallError> {
     let connected = match &config.monitor {
-        MonitorConnection::Spawn { exe, args } => {
+        MonitorConnection::Spawn { exe, args } if !config.wait_for_monitor => {
             let connected = spawn(exe.as_deref(), args, config)?;
             // A sidecar we spawned ourselves: we know its pid (for
             // PR_SET_PTRACER) and the socket pair can only lead to it, so
-            // install() does not wait for it to start (~2 ms of exec and
+            // install() need not wait for it to start (~2 ms of exec and
             // start-up of the monitor, off the app's start). The Hello is
             // queued now; the monitor reads it before anything the app sends
             // later (a SEQPACKET socket keeps the order), so a crash in the
@@ -38,6 +38,7 @@ pub(crate) fn connect(config: &HandlerConfig) -> Result<Connected, InstallError>
             send_hello(&connected.socket)?;
             return Ok(connected);
         }
+        MonitorConnection::Spawn { exe, args } => spawn(exe.as_deref(), args, config)?,
         MonitorConnection::Socket(path) => connect_socket(path)?,
     };
     match handshake(&connected.socket, config.connect_timeout) {

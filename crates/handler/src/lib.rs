@@ -116,6 +116,17 @@ pub struct HandlerConfig {
     /// How long [`install`] waits for the monitor to answer the handshake.
     /// Default 5 s.
     pub connect_timeout: Duration,
+    /// Whether [`install`] waits for a sidecar it spawned to answer the
+    /// handshake (up to `connect_timeout`). Default `true`: a monitor that
+    /// cannot start (a bad configuration, an unusable database, the wrong
+    /// binary) makes `install` fail with [`InstallError::Handshake`].
+    /// `false` saves the monitor's start-up (~2 ms) at app start, for
+    /// short-lived programs: `install` returns once the monitor is
+    /// exec'd, a crash in the first milliseconds waits for the monitor in
+    /// the socket, and a monitor that fails after its exec is seen only at
+    /// the first crash, which then goes unreported. A shared monitor
+    /// (`MonitorConnection::Socket`) is always waited for.
+    pub wait_for_monitor: bool,
     /// What happens on a Rust panic. Default: report it, then abort.
     pub panic: PanicMode,
     /// Which handled errors are reported (crashes always are). Default: all.
@@ -129,6 +140,7 @@ impl Default for HandlerConfig {
             database: None,
             reply_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            wait_for_monitor: true,
             panic: PanicMode::default(),
             filter: ReportFilter::default(),
         }

@@ -746,17 +746,32 @@ impl<'a> Connection<'a> {
                 let id = durable.id;
                 stats.dumps.fetch_add(1, Ordering::Relaxed);
                 inject(self.config, Fault::DieBeforeReply, pid);
-                // The dump and its metadata are fsynced (in new/): the app
-                // may die now. Publishing to pending/ (two renames and a
-                // directory fsync) happens while it does; if this monitor
-                // dies first, the next sweep publishes the dump.
-                let ok = self.send(&proto::Message::DumpComplete(proto::DumpComplete {
-                    request_id: req.request_id,
-                    report_id: *id.as_uuid().as_bytes(),
-                }));
-                tracing::debug!(pid, "replied");
-                inject(self.config, Fault::DieAfterReply, pid);
-                if let Err(e) = db.publish(durable) {
+                // The dump and its metadata are fsynced (in new/): a
+                // crashing app may die now. Publishing to pending/ (two
+                // renames and a directory fsync) happens while it does; if
+                // this monitor dies first, the next sweep publishes the
+                // dump. An app that asked for a dump and keeps running gets
+                // its answer once the report is published, so the id it
+                // gets is one `crashmon show` finds.
+                let reply = || {
+                    let ok = self.send(&proto::Message::DumpComplete(proto::DumpComplete {
+                        request_id: req.request_id,
+                        report_id: *id.as_uuid().as_bytes(),
+                    }));
+                    tracing::debug!(pid, "replied");
+                    ok
+                };
+                let crashing = req.kind != proto::CrashKind::Requested;
+                let early = crashing.then(reply);
+                if crashing {
+                    inject(self.config, Fault::DieAfterReply, pid);
+                }
+                let published = db.publish(durable);
+                let ok = match early {
+                    Some(ok) => ok,
+                    None => reply(),
+                };
+                if let Err(e) = published {
                     // Still complete and durable in new/: the next sweep
                     // publishes it. Nothing to post-process until then.
                     tracing::error!(pid, report = %id, "cannot publish the dump yet (the next sweep will): {e}");

@@ -1,7 +1,7 @@
 //! A real crashing program for crashmon's tests.
 //!
 //! `crasher --crash KIND [--on main|thread|pthread] [--socket PATH] [--wait-stdin]
-//! [--reply-timeout-ms N] [--request-dump] [--no-handler] [--annotate K=V]...
+//! [--reply-timeout-ms N] [--no-wait-for-monitor] [--request-dump] [--no-handler] [--annotate K=V]...
 //! [--breadcrumbs N] [--tracing-breadcrumbs N]`: installs the crashmon handler
 //! (spawning `$CRASHMON_MONITOR` as sidecar, or connecting to the monitor at
 //! `--socket`), prints `ready pid=P tid=T monitor=M` on stdout, and crashes the
@@ -357,6 +357,7 @@ fn main() {
     let mut socket = None;
     let mut wait_stdin = false;
     let mut reply_timeout = None;
+    let mut no_wait_for_monitor = false;
     let mut on = "main".to_owned();
     let mut request_dump = false;
     let mut no_handler = false;
@@ -431,6 +432,7 @@ fn main() {
             "--thread-stack-kib" => thread_stack_kib = args.next().and_then(|n| n.parse().ok()).unwrap_or(0),
             "--heap-mib" => heap_mib = args.next().and_then(|n| n.parse().ok()).unwrap_or(0),
             "--reply-timeout-ms" => reply_timeout = args.next().and_then(|v| v.parse::<u64>().ok()),
+            "--no-wait-for-monitor" => no_wait_for_monitor = true,
             other => {
                 eprintln!("crasher: unknown argument {other}");
                 std::process::exit(2);
@@ -456,6 +458,7 @@ fn main() {
     if let Some(ms) = reply_timeout {
         config.reply_timeout = Duration::from_millis(ms);
     }
+    config.wait_for_monitor = !no_wait_for_monitor;
     config.filter.ignore_error_types = ignore_types;
     if let Some(rate) = sample_rate {
         config.filter.handled_error_sample_rate = rate;
@@ -590,7 +593,15 @@ fn main() {
     }
     if request_dump {
         match crashmon_handler::request_dump("crasher: handled error before the crash") {
-            Ok(id) => println!("requested id={id}"),
+            Ok(id) => {
+                println!("requested id={id}");
+                // Whether the report is already listed when request_dump
+                // returns (the database from $CRASHMON_DATABASE).
+                if let Some(db) = std::env::var_os("CRASHMON_DATABASE") {
+                    let listed = std::path::Path::new(&db).join("pending").join(format!("{id}.dmp")).is_file();
+                    println!("requested listed={}", if listed { "yes" } else { "no" });
+                }
+            }
             Err(e) => println!("requested error={e}"),
         }
         let _ = std::io::stdout().flush();
