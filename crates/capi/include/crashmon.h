@@ -60,6 +60,17 @@ int crashmon_request_dump(const char *reason, char report_id[37]);
 /* Uninstall the handlers and disconnect from the monitor. */
 void crashmon_shutdown(void);
 
+/* Whether libcrashmon keeps its crash handler when the program sets a
+ * crash signal's disposition (sigaction, signal, bsd_signal, sysv_signal)
+ * after crashmon_init: `enabled` non-zero (the default) keeps ours and
+ * chains to the program's handler after the dump; 0 lets such calls replace
+ * ours, as without crashmon (for programs that handle SIGSEGV, SIGBUS...
+ * in normal operation: JVMs, garbage collectors, wasm runtimes). Call it
+ * before setting those handlers. Same as CRASHMON_INTERPOSE_SIGNALS=0 in
+ * the environment, for programs that cannot set their own environment
+ * before the library loads. */
+void crashmon_set_signal_interposition(int enabled);
+
 /* The message of the calling thread's last failure ("" if none). Valid until
  * the next crashmon call on this thread. */
 const char *crashmon_last_error(void);

@@ -99,6 +99,12 @@ pub extern "C" fn crashmon_shutdown() {
 
 /// See `crashmon.h`.
 #[unsafe(no_mangle)]
+pub extern "C" fn crashmon_set_signal_interposition(enabled: c_int) {
+    crashmon_handler_signal::set_interposition(enabled != 0);
+}
+
+/// See `crashmon.h`.
+#[unsafe(no_mangle)]
 pub extern "C" fn crashmon_last_error() -> *const c_char {
     // The CString lives in a thread-local until the next call on this
     // thread, as the header documents.

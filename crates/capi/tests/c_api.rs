@@ -352,3 +352,16 @@ fn interposition_can_be_turned_off() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(files_with_ext(&db.join("pending"), "dmp").is_empty());
 }
+
+/// The same switch from the program itself, through the C API
+/// (`crashmon_set_signal_interposition(0)` before `crashmon_init`).
+#[test]
+fn interposition_can_be_turned_off_through_the_c_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let (signal, out, db) = run_signal_reset_with(dir.path(), "signal", true, &["-DNO_INTERPOSE"], &[]);
+    assert_eq!(signal, Some(libc::SIGSEGV), "{out:?}");
+    assert!(has(&out, "app handler ran sig=11"), "{out:?}");
+    assert!(has(&out, "current=app"), "{out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(files_with_ext(&db.join("pending"), "dmp").is_empty(), "the app's handler replaced ours: no dump");
+}

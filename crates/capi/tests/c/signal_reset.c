@@ -13,7 +13,8 @@
  *                   prints "child signal=N" (or "child exit=N") and exits 0.
  *                   The child has 5 s (alarm) to die by its fault.
  *
- * Built with -DWITH_CRASHMON and -lcrashmon it calls crashmon_init first;
+ * Built with -DWITH_CRASHMON and -lcrashmon it calls crashmon_init first
+ * (with -DNO_INTERPOSE, after crashmon_set_signal_interposition(0));
  * with -std=c99 -DSTRICT_SIGNAL its signal() is glibc's __sysv_signal;
  * without, run it under `crashmon run` (the preload installs before main).
  * Prints "previous=default|other" (what the replaced disposition was, as
@@ -63,6 +64,9 @@ static void on_segv_info(int sig, siginfo_t *info, void *uc) {
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "signal";
 #ifdef WITH_CRASHMON
+#ifdef NO_INTERPOSE
+    crashmon_set_signal_interposition(0);
+#endif
     if (crashmon_init(NULL) != CRASHMON_OK) {
         fprintf(stderr, "crashmon_init: %s\n", crashmon_last_error());
         return 1;
