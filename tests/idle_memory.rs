@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crashmon_protocol as proto;
 use crashmon_test_support::{KillOnDrop, bin, status_kib, wait_for};
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr};
 
@@ -17,20 +18,16 @@ use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType, UnixAd
 fn hello(path: &Path) -> OwnedFd {
     let fd = socket::socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).unwrap();
     socket::connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
-    let mut msg = Vec::new();
-    msg.extend_from_slice(b"CMON");
-    msg.extend_from_slice(&1u16.to_le_bytes()); // version
-    msg.extend_from_slice(&1u16.to_le_bytes()); // Hello
-    msg.extend_from_slice(&8u32.to_le_bytes()); // payload length
-    msg.extend_from_slice(&0u32.to_le_bytes());
-    msg.extend_from_slice(&std::process::id().to_le_bytes());
-    msg.extend_from_slice(&0u32.to_le_bytes()); // flags
-    socket::send(fd.as_raw_fd(), &msg, MsgFlags::MSG_NOSIGNAL).unwrap();
+    let mut msg = [0u8; proto::MAX_MESSAGE_LEN];
+    let hello = proto::Message::Hello(proto::Hello { pid: std::process::id(), flags: 0 });
+    let n = proto::encode(&hello, &mut msg).unwrap();
+    socket::send(fd.as_raw_fd(), &msg[..n], MsgFlags::MSG_NOSIGNAL).unwrap();
     let mut pfd = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&fd), nix::poll::PollFlags::POLLIN)];
     assert_eq!(nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(10_000u16)).unwrap(), 1, "HelloAck in time");
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; proto::MAX_MESSAGE_LEN];
     let n = socket::recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
-    assert!(n >= 16 && &buf[..4] == b"CMON" && buf[6] == 2, "a HelloAck: {:?}", &buf[..n]);
+    let reply = proto::decode(&buf[..n]);
+    assert!(matches!(reply, Ok(proto::Message::HelloAck(_))), "a HelloAck: {reply:?}");
     fd
 }
 

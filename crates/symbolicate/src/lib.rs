@@ -170,11 +170,6 @@ impl PendingTables {
         self.entries.is_empty()
     }
 
-    /// The symbol files whose tables are pending.
-    pub fn files(&self) -> impl Iterator<Item = &Path> {
-        self.entries.iter().map(|(file, _)| file.path())
-    }
-
     /// Builds each table and stores it in the cache (skipping any that
     /// another process stored or is building meanwhile). Returns how many
     /// were stored; a file that cannot be read is logged and skipped.
