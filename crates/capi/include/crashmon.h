@@ -11,14 +11,24 @@
  * The library also interposes pthread_create (every new thread gets an
  * alternate signal stack) and signal, sigaction, bsd_signal, sysv_signal:
  * while crashmon is installed, a handler (or SIG_DFL) the program sets for
- * SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP or SIGSYS is kept as the
- * handler crashmon calls after writing its dump, instead of replacing
- * crashmon's; sigaction queries return what the program set. Set
- * CRASHMON_INTERPOSE_SIGNALS=0 in the environment to turn this off (for
- * programs that handle these signals in normal operation, e.g. a JVM).
+ * SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP or SIGSYS does not
+ * replace crashmon's; sigaction queries return what the program set.
+ * Such a handler set after crashmon_init sees a fault the kernel raised
+ * (a bad access, a trap, seccomp's SIGSYS) first, as it would without
+ * crashmon, so programs that recover from faults (guard pages, probes with
+ * sigsetjmp, JVMs, wasm runtimes) keep working; crashmon dumps when the
+ * handler gives up on the fault: it resets to SIG_DFL and returns or
+ * re-raises, calls abort(), exit() or _exit() (the library interposes
+ * those three to report first); the report describes the original fault.
+ * For signals sent with raise()/kill() and handlers that were there before
+ * crashmon_init, crashmon dumps first, then calls the handler.
+ * CRASHMON_INTERPOSE_SIGNALS=0 in the environment turns the interposition
+ * off (a handler the program sets then replaces crashmon's).
  */
 #ifndef CRASHMON_H
 #define CRASHMON_H
+
+#include <signal.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -62,14 +72,25 @@ void crashmon_shutdown(void);
 
 /* Whether libcrashmon keeps its crash handler when the program sets a
  * crash signal's disposition (sigaction, signal, bsd_signal, sysv_signal)
- * after crashmon_init: `enabled` non-zero (the default) keeps ours and
- * chains to the program's handler after the dump; 0 lets such calls replace
- * ours, as without crashmon (for programs that handle SIGSEGV, SIGBUS...
- * in normal operation: JVMs, garbage collectors, wasm runtimes). Call it
+ * after crashmon_init: `enabled` non-zero (the default) keeps ours,
+ * with the program's handler behind it (see the top of this file); 0 lets
+ * such calls replace ours, as without crashmon (then faults the program's
+ * handler gives up on are not reported). Call it
  * before setting those handlers. Same as CRASHMON_INTERPOSE_SIGNALS=0 in
  * the environment, for programs that cannot set their own environment
  * before the library loads. */
 void crashmon_set_signal_interposition(int enabled);
+
+/* A function every crash signal is offered to before crashmon dumps,
+ * whenever it was registered: it returns non-zero if it handled the signal
+ * (execution resumes with the context it left, e.g. after it made a guard
+ * page accessible), 0 to let crashmon report the crash. It runs inside the
+ * signal handler, on the alternate stack: async-signal-safe calls only.
+ * If it calls abort() or _exit() instead, the report describes the
+ * original fault. NULL removes it. (Crashpad's and Breakpad's "first
+ * chance handler".) */
+typedef int (*crashmon_first_chance_handler)(int sig, siginfo_t *info, void *ucontext);
+void crashmon_set_first_chance_handler(crashmon_first_chance_handler handler);
 
 /* The message of the calling thread's last failure ("" if none). Valid until
  * the next crashmon call on this thread. */

@@ -104,6 +104,17 @@ pub extern "C" fn crashmon_set_signal_interposition(enabled: c_int) {
 }
 
 /// See `crashmon.h`.
+///
+/// # Safety
+/// `handler` is NULL or an async-signal-safe function with the signature
+/// the header gives.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn crashmon_set_first_chance_handler(handler: Option<crashmon_handler::FirstChanceHandler>) {
+    // SAFETY: the caller's promise, per the same contract.
+    unsafe { crashmon_handler::set_first_chance_handler(handler) };
+}
+
+/// See `crashmon.h`.
 #[unsafe(no_mangle)]
 pub extern "C" fn crashmon_last_error() -> *const c_char {
     // The CString lives in a thread-local until the next call on this
@@ -116,6 +127,8 @@ extern "C" fn preload_constructor() {
     // Before anything can call the interposed `sigaction` below: find
     // libc's (dlsym is not signal-safe, so not later).
     crashmon_handler_signal::resolve_real_sigaction();
+    // And the real exit functions: `_exit` is called from signal handlers.
+    let _ = (real_exit(), real_underscore_exit());
     if std::env::var_os(crate::INTERPOSE_SIGNALS_ENV).is_some_and(|v| v == "0") {
         crashmon_handler_signal::set_interposition(false);
     }
@@ -142,18 +155,26 @@ type StartRoutine = extern "C-unwind" fn(*mut c_void) -> *mut c_void;
 type PthreadCreate =
     unsafe extern "C" fn(*mut libc::pthread_t, *const libc::pthread_attr_t, StartRoutine, *mut c_void) -> c_int;
 
+/// The next definition of `name` in the lookup order (libc's), found once
+/// and kept in `cache`; never `ours` (our own interposing definition, which
+/// `RTLD_NEXT` can return in a static link).
+fn next_symbol(name: &std::ffi::CStr, ours: usize, cache: &AtomicUsize) -> Option<usize> {
+    let mut f = cache.load(Ordering::Acquire);
+    if f == 0 {
+        // SAFETY: dlsym with a valid NUL-terminated name.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
+        if f == 0 || f == ours {
+            return None;
+        }
+        cache.store(f, Ordering::Release);
+    }
+    Some(f)
+}
+
 /// The next `pthread_create` in the lookup order (libc's), found once.
 fn real_pthread_create() -> Option<PthreadCreate> {
     static REAL: AtomicUsize = AtomicUsize::new(0);
-    let mut f = REAL.load(Ordering::Acquire);
-    if f == 0 {
-        // SAFETY: dlsym with a valid NUL-terminated name.
-        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_create".as_ptr()) } as usize;
-        if f == 0 || f == pthread_create as PthreadCreate as usize {
-            return None;
-        }
-        REAL.store(f, Ordering::Release);
-    }
+    let f = next_symbol(c"pthread_create", pthread_create as PthreadCreate as usize, &REAL)?;
     // SAFETY: `f` is the address of libc's pthread_create, whose signature
     // is `PthreadCreate`.
     Some(unsafe { std::mem::transmute::<usize, PthreadCreate>(f) })
@@ -256,4 +277,73 @@ pub unsafe extern "C" fn sysv_signal(sig: c_int, handler: libc::sighandler_t) ->
 pub unsafe extern "C" fn __sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
     // SAFETY: the caller's arguments, per the same contract.
     unsafe { crashmon_handler_signal::signal(sig, handler, crashmon_handler_signal::SignalFlavor::SysV) }
+}
+
+type ExitFn = unsafe extern "C" fn(c_int) -> !;
+
+/// libc's `exit`, found once (at load time, by the constructor).
+fn real_exit() -> Option<ExitFn> {
+    static REAL: AtomicUsize = AtomicUsize::new(0);
+    let f = next_symbol(c"exit", exit as ExitFn as usize, &REAL)?;
+    // SAFETY: the address of libc's exit, whose signature is `ExitFn`.
+    Some(unsafe { std::mem::transmute::<usize, ExitFn>(f) })
+}
+
+/// libc's `_exit`, found once (at load time, by the constructor).
+fn real_underscore_exit() -> Option<ExitFn> {
+    static REAL: AtomicUsize = AtomicUsize::new(0);
+    let f = next_symbol(c"_exit", _exit as ExitFn as usize, &REAL)?;
+    // SAFETY: the address of libc's _exit, whose signature is `ExitFn`.
+    Some(unsafe { std::mem::transmute::<usize, ExitFn>(f) })
+}
+
+/// Interposes `exit`: a program's own crash-signal handler that gives up
+/// on a fault by exiting (instead of re-raising or aborting) still gets
+/// the fault reported first. Anything else exits as usual. See
+/// `crashmon_handler_signal::report_before_exit`.
+///
+/// # Safety
+/// The contract of `exit(3)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn exit(status: c_int) -> ! {
+    crashmon_handler_signal::report_before_exit();
+    match real_exit() {
+        // SAFETY: libc's exit with the caller's argument.
+        Some(f) => unsafe { f(status) },
+        // No libc `exit` behind us (cannot happen in a dynamic link):
+        // end the process without atexit handlers rather than recurse.
+        None => exit_group(status),
+    }
+}
+
+/// Interposes `_exit` (async-signal-safe, the usual way a crash handler
+/// ends the process), like [`exit`].
+///
+/// # Safety
+/// The contract of `_exit(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn _exit(status: c_int) -> ! {
+    crashmon_handler_signal::report_before_exit();
+    match real_underscore_exit() {
+        // SAFETY: libc's _exit with the caller's argument.
+        Some(f) => unsafe { f(status) },
+        None => exit_group(status),
+    }
+}
+
+/// Interposes `_Exit` (the same as `_exit`).
+///
+/// # Safety
+/// The contract of `_Exit(2)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
+    // SAFETY: per the same contract.
+    unsafe { _exit(status) }
+}
+
+fn exit_group(status: c_int) -> ! {
+    loop {
+        // SAFETY: exit_group takes a plain integer and does not return.
+        unsafe { libc::syscall(libc::SYS_exit_group, status) };
+    }
 }

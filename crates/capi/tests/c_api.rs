@@ -217,6 +217,12 @@ fn run_signal_reset_with(
 /// Exactly one dump in pending/, of a SIGSEGV at address 0 on the crashing
 /// thread, parsed with the minidump crate.
 fn exactly_one_segv_dump(db: &Path) {
+    exactly_one_segv_dump_at(db, 0);
+}
+
+/// Exactly one dump in pending/, of a SIGSEGV at `address` on the crashing
+/// thread, parsed with the minidump crate.
+fn exactly_one_segv_dump_at(db: &Path, address: u64) {
     let dumps = pending(db, 1);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(files_with_ext(&db.join("pending"), "dmp").len(), 1, "exactly one dump");
@@ -226,7 +232,7 @@ fn exactly_one_segv_dump(db: &Path) {
     let threads: minidump::MinidumpThreadList<'_> = md.get_stream().expect("thread list");
     let reason = exc.get_crash_reason(sys.os, sys.cpu).to_string();
     assert!(reason.starts_with("SIGSEGV"), "{reason}");
-    assert_eq!(exc.get_crash_address(sys.os, sys.cpu), 0, "the NULL write");
+    assert_eq!(exc.get_crash_address(sys.os, sys.cpu), address, "the faulting write");
     let tid = exc.get_crashing_thread_id();
     assert!(threads.threads.iter().any(|t| t.raw.thread_id == tid));
     assert_eq!(metadata_of(&dumps[0])["crash"]["signal_name"], "SIGSEGV");
@@ -237,10 +243,11 @@ fn has(lines: &[String], line: &str) -> bool {
 }
 
 /// The app installs its own SIGSEGV handler with `signal()` after
-/// `crashmon_init`: crashmon still dumps, then the app's handler runs
-/// (it sees the disposition it set), and the process dies by SIGSEGV.
+/// `crashmon_init`: the app's handler sees the fault first (it sees the
+/// disposition it set), resets to SIG_DFL and returns; the re-fault is
+/// dumped and the process dies by SIGSEGV.
 #[test]
-fn app_signal_handler_set_after_init_is_chained_after_the_dump() {
+fn app_signal_handler_set_after_init_runs_first_and_the_fault_is_dumped() {
     let dir = tempfile::tempdir().unwrap();
     let (signal, out, db) = run_signal_reset(dir.path(), "signal", true);
     assert_eq!(signal, Some(libc::SIGSEGV), "{out:?}");
@@ -252,7 +259,7 @@ fn app_signal_handler_set_after_init_is_chained_after_the_dump() {
 
 /// The same with `sigaction(SA_SIGINFO)`.
 #[test]
-fn app_sigaction_handler_set_after_init_is_chained_after_the_dump() {
+fn app_sigaction_handler_set_after_init_runs_first_and_the_fault_is_dumped() {
     let dir = tempfile::tempdir().unwrap();
     let (signal, out, db) = run_signal_reset(dir.path(), "sigaction", true);
     assert_eq!(signal, Some(libc::SIGSEGV), "{out:?}");
@@ -293,9 +300,9 @@ fn app_resetting_sigsegv_to_default_after_init_still_gets_a_dump() {
 
 /// Built with `-std=c99` (no `_DEFAULT_SOURCE`), glibc's headers turn
 /// `signal()` into `__sysv_signal` (System V semantics: `SA_RESETHAND`):
-/// interposed too.
+/// interposed too (and its one-shot reset emulated).
 #[test]
-fn app_sysv_signal_handler_set_after_init_is_chained_after_the_dump() {
+fn app_sysv_signal_handler_set_after_init_runs_first_and_the_fault_is_dumped() {
     let dir = tempfile::tempdir().unwrap();
     let (signal, out, db) = run_signal_reset_with(dir.path(), "signal", true, &["-std=c99", "-DSTRICT_SIGNAL"], &[]);
     assert_eq!(signal, Some(libc::SIGSEGV), "{out:?}");
@@ -308,7 +315,7 @@ fn app_sysv_signal_handler_set_after_init_is_chained_after_the_dump() {
 /// An unmodified program under `crashmon run` replaces the SIGSEGV handler
 /// at the start of main (after the preload installed crashmon).
 #[test]
-fn app_signal_handler_under_crashmon_run_is_chained_after_the_dump() {
+fn app_signal_handler_under_crashmon_run_runs_first_and_the_fault_is_dumped() {
     let dir = tempfile::tempdir().unwrap();
     let (signal, out, db) = run_signal_reset(dir.path(), "signal", false);
     assert_eq!(signal, Some(libc::SIGSEGV), "{out:?}");
@@ -364,4 +371,101 @@ fn interposition_can_be_turned_off_through_the_c_api() {
     assert!(has(&out, "current=app"), "{out:?}");
     std::thread::sleep(Duration::from_millis(300));
     assert!(files_with_ext(&db.join("pending"), "dmp").is_empty(), "the app's handler replaced ours: no dump");
+}
+
+// ------------------------------------------------ handlers that recover
+
+/// `crates/capi/tests/c/recover.c` in `mode`, linked with libcrashmon or
+/// under `crashmon run`: its exit status, its stdout lines, the database.
+fn run_recover(dir: &Path, mode: &str, linked: bool) -> (std::process::ExitStatus, Vec<String>, PathBuf) {
+    let exe = dir.join(format!("recover_{}", if linked { "linked" } else { "plain" }));
+    compile_with("crates/capi/tests/c/recover.c", linked, &exe, if linked { &["-DWITH_CRASHMON"] } else { &[] });
+    let db = dir.join("db");
+    let mut cmd = if linked {
+        let mut c = Command::new(&exe);
+        c.arg(mode).env("CRASHMON_MONITOR", bin("crashmon"));
+        c
+    } else {
+        let mut c = Command::new(bin("crashmon"));
+        c.arg("run").arg("--").arg(&exe).arg(mode);
+        c
+    };
+    cmd.env("CRASHMON_DATABASE", &db);
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::read_to_string(&mut stdout).unwrap_or_default());
+    let status = wait_timeout(&mut child, Duration::from_secs(10)).expect("the program ended within 10 s");
+    let out = reader.join().unwrap();
+    (status, out.lines().map(str::to_owned).collect(), db)
+}
+
+/// No report at all: nothing in pending/, new/ or failed/ once the monitor
+/// had time to file one.
+fn no_reports(db: &Path) {
+    std::thread::sleep(Duration::from_millis(500));
+    for dir in ["pending", "new", "failed"] {
+        assert!(files_with_ext(&db.join(dir), "dmp").is_empty(), "a dump in {dir}/");
+    }
+}
+
+/// A runtime's guard page (a GC write barrier, a JVM's polling page): the
+/// program's SIGSEGV handler, set after `crashmon_init`, unprotects the page
+/// and returns, three times. The program must keep working and nothing is
+/// reported (before, crashmon dumped and killed it on the first fault).
+#[test]
+fn app_handler_that_recovers_from_guard_page_faults_keeps_the_program_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, out, db) = run_recover(dir.path(), "guard", true);
+    assert_eq!(status.code(), Some(0), "{status:?} {out:?}");
+    assert!(has(&out, "recovered=3"), "{out:?}");
+    no_reports(&db);
+}
+
+/// The same for an unmodified program under `crashmon run` (a JVM, a wasm
+/// runtime run with the handler preloaded).
+#[test]
+fn app_handler_that_recovers_works_under_crashmon_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, out, db) = run_recover(dir.path(), "guard", false);
+    assert_eq!(status.code(), Some(0), "{status:?} {out:?}");
+    assert!(has(&out, "recovered=3"), "{out:?}");
+    no_reports(&db);
+}
+
+/// `sigsetjmp` probes of unmapped memory: the handler `siglongjmp`s out
+/// three times (no report); then a real fault at 0x1234, where the handler
+/// gives up with `abort()`: one report, and it describes the SIGSEGV at
+/// 0x1234 (the fault), not the abort; the process dies by SIGABRT as the
+/// program chose.
+#[test]
+fn probes_that_jump_out_are_not_reported_and_a_handler_that_aborts_reports_the_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, out, db) = run_recover(dir.path(), "probe", true);
+    assert_eq!(death_signal(&status), Some(libc::SIGABRT), "{status:?} {out:?}");
+    assert_eq!(out.iter().filter(|l| *l == "probe=unmapped").count(), 3, "{out:?}");
+    assert!(has(&out, "app handler gives up"), "{out:?}");
+    exactly_one_segv_dump_at(&db, 0x1234);
+}
+
+/// A handler that gives up on a fault with `_exit(3)`: the interposed
+/// `_exit` reports the fault first; the program's exit code is its own.
+#[test]
+fn app_handler_that_exits_on_a_fault_still_gets_it_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, out, db) = run_recover(dir.path(), "exit", true);
+    assert_eq!(status.code(), Some(3), "{status:?} {out:?}");
+    assert!(has(&out, "app handler exits"), "{out:?}");
+    exactly_one_segv_dump_at(&db, 0x1234);
+}
+
+/// `crashmon_set_first_chance_handler`: the registered function recovers
+/// three guard-page faults, then declines a fault at 0x1234, which is
+/// dumped; the process dies by SIGSEGV.
+#[test]
+fn first_chance_handler_recovers_its_faults_and_declines_the_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, out, db) = run_recover(dir.path(), "first", true);
+    assert_eq!(death_signal(&status), Some(libc::SIGSEGV), "{status:?} {out:?}");
+    assert!(has(&out, "recovered=3"), "{out:?}");
+    exactly_one_segv_dump_at(&db, 0x1234);
 }

@@ -32,6 +32,9 @@ struct Slot {
     handler: AtomicUsize,
     flags: AtomicI32,
     mask: [AtomicU64; MASK_WORDS],
+    /// Set by the app through the interposition after [`crate::install`]
+    /// (see [`Origin`]).
+    late: AtomicBool,
 }
 
 impl Slot {
@@ -40,7 +43,37 @@ impl Slot {
             handler: AtomicUsize::new(libc::SIG_DFL),
             flags: AtomicI32::new(0),
             mask: [const { AtomicU64::new(0) }; MASK_WORDS],
+            late: AtomicBool::new(false),
         }
+    }
+}
+
+/// Where a saved action came from, which decides who sees a fault first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// There before [`crate::install`], or taken over by [`rearm`]: our
+    /// dump comes first, then this handler (Breakpad/Crashpad order).
+    Before,
+    /// Set through the interposed [`sigaction`]/[`signal`] after install:
+    /// the handler of a runtime that recovers from its own faults (a JVM,
+    /// a GC's guard pages, a wasm runtime, a `sigsetjmp` probe) runs first
+    /// for kernel-generated faults, as it would without us; we dump only if
+    /// it gives up (resets to `SIG_DFL`, aborts, raises, exits).
+    Late,
+}
+
+/// A saved action and its [`Origin`].
+#[derive(Clone, Copy)]
+pub(crate) struct Saved {
+    pub(crate) action: libc::sigaction,
+    pub(crate) origin: Origin,
+}
+
+impl Saved {
+    /// Whether the action is a function (not `SIG_DFL`/`SIG_IGN`).
+    pub(crate) fn is_function(&self) -> bool {
+        let h = self.action.sa_sigaction;
+        h != libc::SIG_DFL && h != libc::SIG_IGN
     }
 }
 
@@ -75,8 +108,14 @@ fn zeroed_action() -> libc::sigaction {
 /// while a writer is active, at most a bounded number of times (a writer
 /// never blocks, so this only matters if one died mid-write).
 pub(crate) fn load(i: usize) -> libc::sigaction {
+    load_saved(i).action
+}
+
+/// [`load`] with the action's [`Origin`].
+pub(crate) fn load_saved(i: usize) -> Saved {
     let slot = &SLOTS[i];
     let mut action = zeroed_action();
+    let mut late = false;
     for _ in 0..10_000 {
         let before = SEQ.load(Ordering::Acquire);
         if before % 2 == 1 {
@@ -90,12 +129,13 @@ pub(crate) fn load(i: usize) -> libc::sigaction {
             *w = a.load(Ordering::Relaxed);
         }
         action.sa_mask = mask_from_words(&words);
+        late = slot.late.load(Ordering::Relaxed);
         fence(Ordering::Acquire);
         if SEQ.load(Ordering::Relaxed) == before {
             break;
         }
     }
-    action
+    Saved { action, origin: if late { Origin::Late } else { Origin::Before } }
 }
 
 /// Held while the table (and the real dispositions) change: every signal
@@ -113,8 +153,24 @@ impl WriteGuard {
         WriteGuard { mask }
     }
 
+    /// [`WriteGuard::lock`] for the signal path: gives up (None) after a
+    /// bounded number of tries. The holder is always another thread (a
+    /// writer blocks every signal on its own thread and cannot fault while
+    /// holding the lock), so this only waits for its few stores.
+    pub(crate) fn try_lock() -> Option<WriteGuard> {
+        let mask = sys::block_all();
+        for _ in 0..100_000 {
+            if WRITER.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                return Some(WriteGuard { mask });
+            }
+            core::hint::spin_loop();
+        }
+        sys::set_mask(&mask);
+        None
+    }
+
     /// Save `action` as the one behind ours for `SIGNALS[i]`.
-    pub(crate) fn store(&self, i: usize, action: &libc::sigaction) {
+    pub(crate) fn store(&self, i: usize, action: &libc::sigaction, origin: Origin) {
         let slot = &SLOTS[i];
         SEQ.fetch_add(1, Ordering::AcqRel);
         fence(Ordering::Release);
@@ -123,8 +179,23 @@ impl WriteGuard {
         for (a, w) in slot.mask.iter().zip(mask_words(&action.sa_mask)) {
             a.store(w, Ordering::Relaxed);
         }
+        slot.late.store(origin == Origin::Late, Ordering::Relaxed);
         SEQ.fetch_add(1, Ordering::Release);
     }
+}
+
+/// `SA_RESETHAND` of a handler we call ourselves: the kernel resets the
+/// disposition on entry to a handler with that flag, so when we run such a
+/// saved handler first we reset its slot to `SIG_DFL` (if it still holds
+/// `handler`), and a handler that re-installs itself with `signal()` puts
+/// itself back. Signal path: bounded, returns false if the writer lock
+/// stayed taken.
+pub(crate) fn reset_one_shot(i: usize, handler: usize) -> bool {
+    let Some(guard) = WriteGuard::try_lock() else { return false };
+    if load(i).sa_sigaction == handler {
+        guard.store(i, &zeroed_action(), Origin::Before);
+    }
+    true
 }
 
 impl Drop for WriteGuard {
@@ -195,7 +266,7 @@ pub(crate) fn install_all(ours: &libc::sigaction) -> Result<(), (c_int, i32)> {
         }
     }
     for (i, action) in old.iter().enumerate() {
-        guard.store(i, action);
+        guard.store(i, action, Origin::Before);
     }
     HANDLERS_ACTIVE.store(true, Ordering::SeqCst);
     Ok(())
@@ -261,8 +332,9 @@ pub fn set_interposition(enabled: bool) {
 /// `sigaction(2)` for a library that interposes it (libcrashmon.so).
 ///
 /// While crashmon's handlers are installed, for a crash signal
-/// ([`SIGNALS`]) the new action is saved as the one behind ours (it runs
-/// after our dump, or takes over when we decline; `SIG_DFL` still ends the
+/// ([`SIGNALS`]) the new action is saved as the one behind ours (a function
+/// runs first for kernel-generated signals, see [`Origin::Late`], and after
+/// our dump for the others; it takes over when we decline; `SIG_DFL` still ends the
 /// process by the signal; `SIG_IGN` keeps ignoring signals sent by a
 /// process and gives up on kernel-generated faults, which the kernel would
 /// not let it ignore) and the previous saved action is returned, so the app
@@ -284,7 +356,13 @@ pub unsafe fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc:
     let previous = load(i);
     if !act.is_null() {
         // SAFETY: per the contract, `act` is valid.
-        guard.store(i, unsafe { &*act });
+        let act = unsafe { &*act };
+        let origin = if act.sa_sigaction == libc::SIG_DFL || act.sa_sigaction == libc::SIG_IGN {
+            Origin::Before
+        } else {
+            Origin::Late
+        };
+        guard.store(i, act, origin);
     }
     if !old.is_null() {
         // SAFETY: per the contract, `old` is valid for writing.
@@ -355,7 +433,7 @@ pub fn rearm(ours: &libc::sigaction) -> u32 {
         if current.sa_sigaction == ours.sa_sigaction {
             continue;
         }
-        guard.store(i, &current);
+        guard.store(i, &current, Origin::Before);
         // SAFETY: valid pointers.
         if unsafe { real_sigaction(sig, ours, core::ptr::null_mut()) } == 0 {
             rearmed += 1;

@@ -16,10 +16,10 @@ use core::sync::atomic::Ordering;
 use crashmon_protocol as proto;
 use libc::{c_int, c_void, siginfo_t};
 
-use crate::chain;
 use crate::state::{CRASHING_TID, DUMP_DONE, FORKED_CHILD_CRASHES, INSTALL_PID, REPLY_TIMEOUT_MS, SOCKET_FD};
 use crate::sys::{self, getpid, gettid};
 use crate::{SIGNAL_REQUEST_ID, decimal};
+use crate::{chain, first};
 
 /// A static cell written only by the single thread that won the crash gate.
 struct Shared<T>(UnsafeCell<T>);
@@ -87,7 +87,7 @@ unsafe fn restore_and_reraise(sig: c_int, info: *mut siginfo_t, uc: *mut c_void,
 }
 
 /// Call the handler saved behind ours for `sig`, if it is a function (not
-/// SIG_DFL / SIG_IGN), with its `sa_mask` added to the blocked set.
+/// SIG_DFL / SIG_IGN).
 ///
 /// # Safety
 /// As [`restore_and_reraise`].
@@ -98,11 +98,30 @@ unsafe fn call_saved(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     if handler == libc::SIG_DFL || handler == libc::SIG_IGN || handler == handle_signal as SigactionHandler as usize {
         return;
     }
-    let mask = sys::block(&saved.sa_mask);
+    // SAFETY: per the contract.
+    unsafe { call_action(sig, info, uc, &saved) };
+}
+
+/// Call `action`'s handler (a function) as the kernel would: with its
+/// `sa_mask` added to the blocked set and `sig` blocked unless
+/// `SA_NODEFER`, one or three arguments per `SA_SIGINFO`.
+///
+/// # Safety
+/// `info` and `uc` are the kernel-provided arguments of the signal `sig`
+/// being handled; `action` is an action the app installed for `sig`.
+pub(crate) unsafe fn call_action(sig: c_int, info: *mut siginfo_t, uc: *mut c_void, action: &libc::sigaction) {
+    let mut blocked = action.sa_mask;
+    // SAFETY: a valid sigset_t and signal number.
+    unsafe { libc::sigaddset(&mut blocked, sig) };
+    let previous = sys::block(&blocked);
+    if action.sa_flags & libc::SA_NODEFER != 0 {
+        sys::unblock(sig);
+    }
+    let handler = action.sa_sigaction;
     // SAFETY: the app installed this function as a handler for `sig` with
     // these flags, so it has the matching signature.
     unsafe {
-        if saved.sa_flags & libc::SA_SIGINFO != 0 {
+        if action.sa_flags & libc::SA_SIGINFO != 0 {
             let f: SigactionHandler = core::mem::transmute(handler);
             f(sig, info, uc);
         } else {
@@ -110,7 +129,7 @@ unsafe fn call_saved(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
             f(sig);
         }
     }
-    sys::set_mask(&mask);
+    sys::set_mask(&previous);
 }
 
 /// A fault near the interrupted stack pointer: the thread ran out of stack.
@@ -132,7 +151,7 @@ unsafe fn is_stack_overflow(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) -
 /// # Safety
 /// `uc` is the signal's ucontext.
 #[cfg(target_arch = "x86_64")]
-unsafe fn stack_pointer(uc: *mut c_void) -> u64 {
+pub(crate) unsafe fn stack_pointer(uc: *mut c_void) -> u64 {
     // SAFETY: per the contract.
     unsafe { (*uc.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RSP as usize] as u64 }
 }
@@ -140,7 +159,7 @@ unsafe fn stack_pointer(uc: *mut c_void) -> u64 {
 /// # Safety
 /// `uc` is the signal's ucontext.
 #[cfg(target_arch = "aarch64")]
-unsafe fn stack_pointer(uc: *mut c_void) -> u64 {
+pub(crate) unsafe fn stack_pointer(uc: *mut c_void) -> u64 {
     // SAFETY: per the contract.
     unsafe { (*uc.cast::<libc::ucontext_t>()).uc_mcontext.sp }
 }
@@ -151,6 +170,11 @@ extern "C" fn handle_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     if code <= 0 && chain::index(sig).is_some_and(|i| chain::load(i).sa_sigaction == libc::SIG_IGN) {
         // Sent by a process (kill, raise) while the app ignores it: without
         // us nothing would happen, so nothing happens.
+        return;
+    }
+    // SAFETY: kernel-provided arguments.
+    if unsafe { first::offer(sig, info, uc) } {
+        // A handler that runs before our dump took it (see `first`).
         return;
     }
     let tid = gettid();
@@ -188,10 +212,15 @@ extern "C" fn handle_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         chain::set_default(sig);
         return;
     }
+    // Raised (abort, raise, a re-fault) from inside a handler that saw the
+    // fault before us: report that fault.
+    // SAFETY: `uc` is the kernel-provided context.
+    let (rsig, rinfo, ruc) = unsafe { first::outer_fault(tid, uc) }.unwrap_or((sig, info, uc));
     let dumped = chain::HANDLERS_ACTIVE.load(Ordering::SeqCst)
         // SAFETY: we won the gate, so we are the only user of the crash
-        // buffers; info and uc are valid for the duration of the handler.
-        && unsafe { report_crash(sig, info, uc, tid) };
+        // buffers; the arguments are this signal's, or the live frame of
+        // the fault this one is nested in (checked by `outer_fault`).
+        && unsafe { report_crash(rsig, rinfo, ruc, tid) };
     DUMP_DONE.store(1, Ordering::SeqCst);
     sys::futex_wake_all(&DUMP_DONE);
     // SAFETY: kernel-provided arguments.
@@ -204,7 +233,7 @@ extern "C" fn handle_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
 /// # Safety
 /// Must be called only by the thread that won `CRASHING_TID`, with the
 /// kernel-provided `info` and `uc` of the signal being handled.
-unsafe fn report_crash(sig: c_int, info: *mut siginfo_t, uc: *mut c_void, tid: i32) -> bool {
+pub(crate) unsafe fn report_crash(sig: c_int, info: *mut siginfo_t, uc: *mut c_void, tid: i32) -> bool {
     let fd = SOCKET_FD.load(Ordering::SeqCst);
     if fd < 0 {
         return false;

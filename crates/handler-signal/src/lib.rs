@@ -20,13 +20,14 @@
 //! runs here.
 //!
 //! `unsafe` lives in the named modules `sys` (one FFI call per block),
-//! `altstack`, `chain` (the saved dispositions, the real `sigaction`) and
-//! `handler` (the handler and its static buffers), each with `// SAFETY:`
-//! notes.
+//! `altstack`, `chain` (the saved dispositions, the real `sigaction`),
+//! `first` (handlers that see a fault before our dump) and `handler` (the
+//! handler and its static buffers), each with `// SAFETY:` notes.
 #![no_std]
 
 mod altstack;
 mod chain;
+mod first;
 mod handler;
 mod reply;
 mod sys;
@@ -37,6 +38,7 @@ use libc::c_int;
 
 pub use altstack::{AltStack, ensure_alt_stack};
 pub use chain::{SignalFlavor, real_sigaction, resolve_real_sigaction, set_interposition, sigaction, signal};
+pub use first::{FirstChanceHandler, report_before_exit, set_first_chance_handler};
 pub use handler::copy_float_state;
 pub use reply::{Reply, wait_reply_into};
 pub use sys::{getpid, gettid, set_ptracer};
@@ -267,6 +269,7 @@ mod tests {
             ("sys.rs", include_str!("sys.rs")),
             ("altstack.rs", include_str!("altstack.rs")),
             ("chain.rs", include_str!("chain.rs")),
+            ("first.rs", include_str!("first.rs")),
             ("handler.rs", include_str!("handler.rs")),
             ("reply.rs", include_str!("reply.rs")),
         ];

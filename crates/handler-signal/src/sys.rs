@@ -146,6 +146,17 @@ pub(crate) fn set_mask(mask: &libc::sigset_t) {
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, mask, core::ptr::null_mut()) };
 }
 
+/// Unblock `sig` on the calling thread.
+pub(crate) fn unblock(sig: c_int) {
+    // SAFETY: valid pointers; sigset_t is plain data.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, core::ptr::null_mut());
+    }
+}
+
 /// Add `mask` to the calling thread's blocked set; returns the previous one.
 pub(crate) fn block(mask: &libc::sigset_t) -> libc::sigset_t {
     // SAFETY: valid pointers; sigset_t is plain data.
@@ -154,4 +165,26 @@ pub(crate) fn block(mask: &libc::sigset_t) -> libc::sigset_t {
         libc::pthread_sigmask(libc::SIG_BLOCK, mask, &mut old);
         old
     }
+}
+
+/// The calling thread's alternate signal stack, `[low, high)`, if it has
+/// one.
+pub(crate) fn alt_stack_range() -> Option<(usize, usize)> {
+    // SAFETY: stack_t is plain data; a query with a valid out pointer;
+    // sigaltstack is async-signal-safe.
+    let ss = unsafe {
+        let mut ss: libc::stack_t = core::mem::zeroed();
+        if libc::sigaltstack(core::ptr::null(), &mut ss) != 0 {
+            return None;
+        }
+        ss
+    };
+    (ss.ss_flags & libc::SS_DISABLE == 0 && ss.ss_size > 0).then(|| (ss.ss_sp as usize, ss.ss_sp as usize + ss.ss_size))
+}
+
+/// Whether thread `tid` of process `pid` still exists (signal 0 probe).
+pub(crate) fn thread_exists(pid: i32, tid: i32) -> bool {
+    // SAFETY: plain integers; signal 0 only checks.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, 0) };
+    r == 0 || errno() != libc::ESRCH
 }

@@ -40,12 +40,13 @@ pub use breadcrumbs::BreadcrumbLayer;
 pub use breadcrumbs::LogAdapter;
 pub use breadcrumbs::{Level, breadcrumb};
 pub use crashmon_handler_signal::CONTEXT_LEN;
+pub use crashmon_handler_signal::FirstChanceHandler;
 pub use filter::{ErrorReports, Filtered, ReportFilter, Stats, stats};
 pub use request::{
     DumpError, MAX_ANNOTATIONS, PanicMode, ReportId, annotate, annotations_dropped, annotations_truncated,
     remove_annotation, report_error, request_dump,
 };
-pub use signal::rearm;
+pub use signal::{rearm, set_first_chance_handler};
 
 thread_local! {
     static THREAD_ALT_STACK: std::cell::RefCell<Option<signal::AltStack>> = const { std::cell::RefCell::new(None) };
@@ -85,8 +86,9 @@ pub enum MonitorConnection {
     /// Spawn a private monitor (`crashmon monitor --client-fd N`) connected by
     /// a socket pair. This is the default.
     Spawn {
-        /// The `crashmon` executable. `None`: `$CRASHMON_MONITOR`, then
-        /// `crashmon` next to the current executable, then `crashmon` on `PATH`.
+        /// The monitor executable. `None`: `$CRASHMON_MONITOR`, then next to
+        /// the current executable, then on `PATH`, `crashmon-monitor` (the
+        /// lean monitor) before `crashmon` at each place.
         exe: Option<PathBuf>,
         /// Extra arguments placed after `monitor` (e.g. `--upload URL`).
         args: Vec<OsString>,

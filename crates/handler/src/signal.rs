@@ -27,6 +27,24 @@ pub fn rearm() -> u32 {
     crashmon_handler_signal::rearm()
 }
 
+/// Register (`Some`) or remove (`None`) a function every crash signal is
+/// offered to before crashmon dumps, for runtimes that recover from some
+/// faults (a garbage collector's or a wasm runtime's guard pages, a JIT's
+/// traps): it returns non-zero if it handled the signal (execution resumes
+/// per the context it left), 0 to let crashmon report the crash. It runs in
+/// the signal handler, on the alternate stack, so it must be
+/// async-signal-safe. If it calls `abort()` instead, the report still
+/// describes the original fault. Crashpad's and Breakpad's "first chance
+/// handler".
+///
+/// # Safety
+/// `handler` must be safe to call with a signal's kernel-provided
+/// arguments in a signal handler.
+pub unsafe fn set_first_chance_handler(handler: Option<crashmon_handler_signal::FirstChanceHandler>) {
+    // SAFETY: the caller's promise, per the same contract.
+    unsafe { crashmon_handler_signal::set_first_chance_handler(handler) };
+}
+
 /// The crash context of the calling thread as if it had sent itself
 /// SIGABRT (`si_code` SI_TKILL), for a panic's report: the dump's exception
 /// then names SIGABRT at the panic hook's frame. Normal context only (it

@@ -1,0 +1,148 @@
+/* A C program whose own SIGSEGV handling recovers from faults, as runtimes
+ * (garbage collectors, JVMs, wasm runtimes) and memory probes do, with
+ * crashmon installed. Used by crates/capi/tests/c_api.rs.
+ *
+ *   recover MODE
+ *
+ * MODE: "guard"  a SIGSEGV handler (sigaction, SA_SIGINFO) set after init
+ *                makes a PROT_NONE guard page writable when a write hits
+ *                it and returns; the program writes to the page 3 times
+ *                (protecting it again after each), prints "recovered=3"
+ *                and exits 0. A fault anywhere else: the handler gives up
+ *                by resetting to SIG_DFL and returning.
+ *       "probe"  sigsetjmp/siglongjmp probes: the handler jumps out of
+ *                3 reads of unmapped memory ("probe=unmapped" each), then
+ *                the program writes to 0x1234 outside a probe and the
+ *                handler gives up with abort().
+ *       "exit"   the program writes to 0x1234; the handler prints
+ *                "app handler exits" and calls _exit(3).
+ *       "first"  (needs -DWITH_CRASHMON) no sigaction: the guard-page
+ *                logic is registered with crashmon_set_first_chance_handler;
+ *                3 recovered writes ("recovered=3"), then a write to 0x1234
+ *                it does not handle.
+ *
+ * Built with -DWITH_CRASHMON and -lcrashmon it calls crashmon_init first;
+ * without, run it under `crashmon run`. Exits 222 if it failed to crash. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#ifdef WITH_CRASHMON
+#include "crashmon.h"
+#endif
+
+static void say(const char *s) { (void)!write(1, s, strlen(s)); }
+
+static char *guard;
+static long page;
+static const char *mode = "guard";
+static sigjmp_buf probe_env;
+static volatile sig_atomic_t probing;
+
+/* The guard-page logic: unprotect the page if the fault is in it. */
+static int recover_guard(siginfo_t *info) {
+    char *addr = (char *)info->si_addr;
+    if (guard && addr >= guard && addr < guard + page) {
+        return mprotect(guard, page, PROT_READ | PROT_WRITE) == 0;
+    }
+    return 0;
+}
+
+static void on_segv(int sig, siginfo_t *info, void *uc) {
+    (void)uc;
+    if (strcmp(mode, "probe") == 0) {
+        if (probing) {
+            siglongjmp(probe_env, 1);
+        }
+        say("app handler gives up\n");
+        abort();
+    }
+    if (strcmp(mode, "exit") == 0) {
+        say("app handler exits\n");
+        _exit(3);
+    }
+    if (recover_guard(info)) {
+        return;
+    }
+    say("app handler gives up\n");
+    signal(sig, SIG_DFL);
+}
+
+#ifdef WITH_CRASHMON
+static int first_chance(int sig, siginfo_t *info, void *uc) {
+    (void)sig;
+    (void)uc;
+    return recover_guard(info);
+}
+#endif
+
+static void guard_writes(void) {
+    guard = mmap(NULL, page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (guard == MAP_FAILED) {
+        exit(1);
+    }
+    int recovered = 0;
+    for (int i = 0; i < 3; i++) {
+        guard[i * 64] = (char)i; /* faults; the handler unprotects */
+        if (guard[i * 64] == (char)i) {
+            recovered++;
+        }
+        mprotect(guard, page, PROT_NONE);
+    }
+    char line[32];
+    snprintf(line, sizeof line, "recovered=%d\n", recovered);
+    say(line);
+}
+
+int main(int argc, char **argv) {
+    mode = argc > 1 ? argv[1] : "guard";
+    page = sysconf(_SC_PAGESIZE);
+#ifdef WITH_CRASHMON
+    if (crashmon_init(NULL) != CRASHMON_OK) {
+        fprintf(stderr, "crashmon_init: %s\n", crashmon_last_error());
+        return 1;
+    }
+#endif
+    if (strcmp(mode, "first") == 0) {
+#ifdef WITH_CRASHMON
+        crashmon_set_first_chance_handler(first_chance);
+        guard_writes();
+        *(volatile int *)0x1234 = 1;
+#endif
+        return 222;
+    }
+    struct sigaction act;
+    memset(&act, 0, sizeof act);
+    act.sa_sigaction = on_segv;
+    act.sa_flags = SA_SIGINFO;
+    sigemptyset(&act.sa_mask);
+    if (sigaction(SIGSEGV, &act, NULL) != 0) {
+        return 1;
+    }
+    if (strcmp(mode, "guard") == 0) {
+        guard_writes();
+        return 0;
+    }
+    if (strcmp(mode, "probe") == 0) {
+        /* A page that is certainly unmapped: map one, then unmap it. */
+        void *hole = mmap(NULL, page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        munmap(hole, page);
+        for (int i = 0; i < 3; i++) {
+            probing = 1;
+            if (sigsetjmp(probe_env, 1) == 0) {
+                (void)*(volatile char *)hole;
+                say("probe=mapped\n");
+            } else {
+                say("probe=unmapped\n");
+            }
+            probing = 0;
+        }
+    }
+    *(volatile int *)0x1234 = 1;
+    return 222;
+}
