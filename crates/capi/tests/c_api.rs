@@ -469,3 +469,23 @@ fn first_chance_handler_recovers_its_faults_and_declines_the_crash() {
     assert!(has(&out, "recovered=3"), "{out:?}");
     exactly_one_segv_dump_at(&db, 0x1234);
 }
+
+/// `abort()` while the program ignores SIGABRT: glibc resets SIGABRT to
+/// SIG_DFL behind the interposition and raises it again, so the process
+/// dies; crashmon reports it (before, the ignored first SIGABRT was let
+/// through and the process died without a report).
+#[test]
+fn abort_with_sigabrt_ignored_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, out, db) = run_recover(dir.path(), "abort-ignored", true);
+    assert_eq!(death_signal(&status), Some(libc::SIGABRT), "{status:?} {out:?}");
+    let dumps = pending(&db, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(files_with_ext(&db.join("pending"), "dmp").len(), 1, "exactly one dump");
+    let md = minidump::Minidump::read_path(&dumps[0]).expect("the dump parses");
+    let sys: minidump::MinidumpSystemInfo = md.get_stream().expect("system info");
+    let exc: minidump::MinidumpException<'_> = md.get_stream().expect("exception stream");
+    let reason = exc.get_crash_reason(sys.os, sys.cpu).to_string();
+    assert!(reason.starts_with("SIGABRT"), "{reason}");
+    assert_eq!(metadata_of(&dumps[0])["crash"]["signal_name"], "SIGABRT");
+}

@@ -216,7 +216,12 @@ pub fn resolve_real_sigaction() {
         return;
     }
     // SAFETY: dlsym with a valid NUL-terminated name.
-    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"sigaction".as_ptr()) } as usize;
+    let mut f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"sigaction".as_ptr()) } as usize;
+    if f == 0 {
+        // glibc's other name for it, which no interposer defines.
+        // SAFETY: as above.
+        f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__sigaction".as_ptr()) } as usize;
+    }
     if f != 0 {
         REAL_SIGACTION.store(f, Ordering::Release);
     }
@@ -224,8 +229,9 @@ pub fn resolve_real_sigaction() {
 
 /// The real `sigaction(2)`, bypassing any interposition. If it was not
 /// resolved yet (only possible before [`crate::install`], so never on our
-/// signal path) it is resolved now; if `dlsym` finds none (a static
-/// binary) this calls the `sigaction` symbol.
+/// signal path) it is resolved now; if `dlsym` finds neither `sigaction`
+/// after us nor glibc's `__sigaction` (a fully static binary, where no
+/// interposition exists either) this calls the `sigaction` symbol.
 ///
 /// # Safety
 /// The contract of `sigaction(2)`: `act`/`old` are NULL or valid.

@@ -167,9 +167,17 @@ pub(crate) unsafe fn stack_pointer(uc: *mut c_void) -> u64 {
 extern "C" fn handle_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     // SAFETY: `info` is the kernel-provided siginfo.
     let code = unsafe { (*info).si_code };
-    if code <= 0 && chain::index(sig).is_some_and(|i| chain::load(i).sa_sigaction == libc::SIG_IGN) {
+    if code <= 0
+        && chain::index(sig).is_some_and(|i| chain::load(i).sa_sigaction == libc::SIG_IGN)
+        // SAFETY: `info` is the kernel-provided siginfo; si_pid is valid
+        // for signals a process sent.
+        && !(sig == libc::SIGABRT && unsafe { (*info).si_pid() } == getpid())
+    {
         // Sent by a process (kill, raise) while the app ignores it: without
-        // us nothing would happen, so nothing happens.
+        // us nothing would happen, so nothing happens. Except SIGABRT the
+        // process sends itself: that is abort(), which resets SIGABRT to
+        // SIG_DFL behind any interposition and raises it again, so the
+        // process dies anyway; dump it now.
         return;
     }
     // SAFETY: kernel-provided arguments.

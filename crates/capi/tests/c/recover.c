@@ -20,6 +20,9 @@
  *                logic is registered with crashmon_set_first_chance_handler;
  *                3 recovered writes ("recovered=3"), then a write to 0x1234
  *                it does not handle.
+ *       "abort-ignored"  signal(SIGABRT, SIG_IGN) after init, then abort()
+ *                (which ends the process anyway: glibc resets SIGABRT to
+ *                SIG_DFL internally, behind any interposition).
  *
  * Built with -DWITH_CRASHMON and -lcrashmon it calls crashmon_init first;
  * without, run it under `crashmon run`. Exits 222 if it failed to crash. */
@@ -115,6 +118,10 @@ int main(int argc, char **argv) {
         *(volatile int *)0x1234 = 1;
 #endif
         return 222;
+    }
+    if (strcmp(mode, "abort-ignored") == 0) {
+        signal(SIGABRT, SIG_IGN);
+        abort();
     }
     struct sigaction act;
     memset(&act, 0, sizeof act);
