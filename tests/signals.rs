@@ -427,6 +427,17 @@ fn reset_to_default_then_rearm_dumps() {
     one_crash(&run, libc::SIGSEGV, "SIGSEGV");
 }
 
+/// A Rust runtime's first-chance handler
+/// (`crashmon_handler::set_first_chance_handler`) takes the faults on its
+/// guard page (three writes go through, no report), and declines the real
+/// crash, which is dumped as usual.
+#[test]
+fn first_chance_handler_takes_its_faults_and_declines_the_crash() {
+    let run = run(&["--crash", "segv", "--first-chance-guard"]);
+    assert!(run.has_line("recovered=3"), "{:?} {}", run.stdout, run.stderr);
+    one_crash(&run, libc::SIGSEGV, "SIGSEGV");
+}
+
 /// `rearm()` with nothing changed re-arms nothing and harms nothing.
 #[test]
 fn rearm_without_a_reset_changes_nothing() {

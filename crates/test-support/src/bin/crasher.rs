@@ -197,6 +197,55 @@ mod raw {
         }
     }
 
+    static GUARD_PAGE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    const PAGE: usize = 4096;
+
+    /// A first-chance handler (a runtime's): a fault in the guard page is
+    /// handled by making the page writable; anything else is declined.
+    unsafe extern "C" fn guard_first_chance(
+        _sig: libc::c_int,
+        info: *mut libc::siginfo_t,
+        _uc: *mut libc::c_void,
+    ) -> libc::c_int {
+        let page = GUARD_PAGE.load(std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: the kernel-provided siginfo of a fault.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        if page == 0 || !(page..page + PAGE).contains(&addr) {
+            return 0;
+        }
+        // SAFETY: the guard page is ours; mprotect is async-signal-safe.
+        libc::c_int::from(unsafe { libc::mprotect(page as *mut _, PAGE, libc::PROT_READ | libc::PROT_WRITE) } == 0)
+    }
+
+    /// Register [`guard_first_chance`] with crashmon, then write to a
+    /// PROT_NONE page three times (protecting it again after each write).
+    /// Returns how many writes went through.
+    pub fn guard_writes_with_first_chance() -> usize {
+        // SAFETY: guard_first_chance only reads the siginfo and calls
+        // mprotect.
+        unsafe { crashmon_handler::set_first_chance_handler(Some(guard_first_chance)) };
+        // SAFETY: a fresh anonymous mapping.
+        let page = unsafe {
+            libc::mmap(std::ptr::null_mut(), PAGE, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        assert_ne!(page, libc::MAP_FAILED);
+        GUARD_PAGE.store(page as usize, std::sync::atomic::Ordering::SeqCst);
+        let mut recovered = 0;
+        for i in 0..3u8 {
+            let p = page.cast::<u8>().wrapping_add(usize::from(i) * 64);
+            // SAFETY: inside our mapping; the first access faults and the
+            // first-chance handler makes the page writable.
+            unsafe {
+                std::ptr::write_volatile(p, i + 1);
+                if std::ptr::read_volatile(p) == i + 1 {
+                    recovered += 1;
+                }
+                libc::mprotect(page, PAGE, libc::PROT_NONE);
+            }
+        }
+        recovered
+    }
+
     /// Install `previous_handler` for SIGSEGV and SIGABRT.
     pub fn install_previous_handler() {
         // SAFETY: a valid sigaction struct pointing at a handler with the
@@ -383,6 +432,7 @@ fn main() {
     let mut sample_seed = None;
     let mut late_handler: Option<String> = None;
     let mut rearm = false;
+    let mut first_chance_guard = false;
     let mut thread_alt_stack = false;
     let mut report_errors = 0usize;
     let mut log_errors = false;
@@ -408,6 +458,7 @@ fn main() {
             "--sample-seed" => sample_seed = args.next().and_then(|r| r.parse::<u64>().ok()),
             "--late-handler" => late_handler = args.next(),
             "--rearm" => rearm = true,
+            "--first-chance-guard" => first_chance_guard = true,
             "--thread-alt-stack" => thread_alt_stack = true,
             "--report-errors" => report_errors = args.next().and_then(|n| n.parse().ok()).unwrap_or(0),
             "--log-errors" => log_errors = true,
@@ -486,6 +537,9 @@ fn main() {
     }
     if rearm {
         println!("rearmed n={}", crashmon_handler::rearm());
+    }
+    if first_chance_guard {
+        println!("recovered={}", raw::guard_writes_with_first_chance());
     }
     if undumpable && !raw::set_undumpable() {
         eprintln!("crasher: PR_SET_DUMPABLE failed");
