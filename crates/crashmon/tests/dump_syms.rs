@@ -146,6 +146,18 @@ fn dump_syms_of_a_real_binary_symbolicates_its_dump_alone() {
     assert_eq!(crashing_frames(&warm), first);
     assert_eq!(warm["signature"], stored["signature"]);
 
+    // `crashmon show ID` with symbol options symbolicates again, lazily,
+    // and fills its cache after printing, as `symbolicate` does.
+    let id = report_json.file_name().unwrap().to_str().unwrap().split('.').next().unwrap().to_owned();
+    let show_cache = dir.path().join("show-cache");
+    let shown = json(&crashmon(
+        &["show", "--json", &id, "--symbol-cache", show_cache.to_str().unwrap()],
+        &[("CRASHMON_DATABASE", &db)],
+    ));
+    assert_eq!(crashing_frames(&shown["report"]), first);
+    let show_entry = show_cache.join("symcache").join(format!("{build_id}-binary.symc"));
+    assert!(show_entry.is_file(), "`show` cached the program's table");
+
     // dump-syms: the .sym of the program, in a Breakpad tree.
     let tree = dir.path().join("symbols");
     let out = crashmon(&["dump-syms", exe.to_str().unwrap(), "--store", tree.to_str().unwrap()], &[]);

@@ -192,12 +192,29 @@ pub fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<u8> {
         }
         Err(e) => return Err(e).code(exit::FAILURE),
     };
-    let report = match (&entry.dump_path, args.symbols.any()) {
+    // With symbol options the dump is symbolicated again, lazily; the
+    // tables it did without are built after the output (as `symbolicate`).
+    let (report, pending) = match (&entry.dump_path, args.symbols.any()) {
         (Some(dump), true) => {
-            Some(crashmon_symbolicate::symbolicate_path(dump, &args.symbols.options()?).code(exit::BAD_INPUT)?)
+            let (report, _, pending) = crashmon_symbolicate::symbolicate_path_deferred(dump, &args.symbols.options()?)
+                .code(exit::BAD_INPUT)?;
+            (Some(report), Some(pending))
         }
-        _ => load_report(&entry),
+        _ => (load_report(&entry), None),
     };
+    let result = print_show(ctx, &args, &entry, report.as_ref());
+    if let Some(pending) = pending {
+        crate::cmd::symbolicate::build_pending_tables(pending);
+    }
+    result
+}
+
+fn print_show(
+    ctx: &Context,
+    args: &ShowArgs,
+    entry: &crashmon_database::Entry,
+    report: Option<&Report>,
+) -> anyhow::Result<u8> {
     if args.json {
         let doc = serde_json::json!({
             "schema_version": JSON_SCHEMA_VERSION,
