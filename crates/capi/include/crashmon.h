@@ -18,8 +18,8 @@
  * crashmon, so programs that recover from faults (guard pages, probes with
  * sigsetjmp, JVMs, wasm runtimes) keep working; crashmon dumps when the
  * handler gives up on the fault: it resets to SIG_DFL and returns or
- * re-raises, calls abort(), exit() or _exit() (the library interposes
- * those three to report first); the report describes the original fault.
+ * re-raises, calls abort(), exit() or _exit() (an atexit hook and the
+ * interposed _exit report first); the report describes the original fault.
  * For signals sent with raise()/kill() and handlers that were there before
  * crashmon_init, crashmon dumps first, then calls the handler.
  * CRASHMON_INTERPOSE_SIGNALS=0 in the environment turns the interposition
@@ -27,8 +27,6 @@
  */
 #ifndef CRASHMON_H
 #define CRASHMON_H
-
-#include <signal.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -89,7 +87,7 @@ void crashmon_set_signal_interposition(int enabled);
  * If it calls abort() or _exit() instead, the report describes the
  * original fault. NULL removes it. (Crashpad's and Breakpad's "first
  * chance handler".) */
-typedef int (*crashmon_first_chance_handler)(int sig, siginfo_t *info, void *ucontext);
+typedef int (*crashmon_first_chance_handler)(int sig, void *info /* siginfo_t * */, void *ucontext);
 void crashmon_set_first_chance_handler(crashmon_first_chance_handler handler);
 
 /* The message of the calling thread's last failure ("" if none). Valid until

@@ -127,8 +127,8 @@ extern "C" fn preload_constructor() {
     // Before anything can call the interposed `sigaction` below: find
     // libc's (dlsym is not signal-safe, so not later).
     crashmon_handler_signal::resolve_real_sigaction();
-    // And the real exit functions: `_exit` is called from signal handlers.
-    let _ = (real_exit(), real_underscore_exit());
+    // And the real `_exit`, which is called from signal handlers.
+    let _ = real_underscore_exit();
     if std::env::var_os(crate::INTERPOSE_SIGNALS_ENV).is_some_and(|v| v == "0") {
         crashmon_handler_signal::set_interposition(false);
     }
@@ -281,14 +281,6 @@ pub unsafe extern "C" fn __sysv_signal(sig: c_int, handler: libc::sighandler_t) 
 
 type ExitFn = unsafe extern "C" fn(c_int) -> !;
 
-/// libc's `exit`, found once (at load time, by the constructor).
-fn real_exit() -> Option<ExitFn> {
-    static REAL: AtomicUsize = AtomicUsize::new(0);
-    let f = next_symbol(c"exit", exit as ExitFn as usize, &REAL)?;
-    // SAFETY: the address of libc's exit, whose signature is `ExitFn`.
-    Some(unsafe { std::mem::transmute::<usize, ExitFn>(f) })
-}
-
 /// libc's `_exit`, found once (at load time, by the constructor).
 fn real_underscore_exit() -> Option<ExitFn> {
     static REAL: AtomicUsize = AtomicUsize::new(0);
@@ -297,27 +289,14 @@ fn real_underscore_exit() -> Option<ExitFn> {
     Some(unsafe { std::mem::transmute::<usize, ExitFn>(f) })
 }
 
-/// Interposes `exit`: a program's own crash-signal handler that gives up
-/// on a fault by exiting (instead of re-raising or aborting) still gets
-/// the fault reported first. Anything else exits as usual. See
-/// `crashmon_handler_signal::report_before_exit`.
-///
-/// # Safety
-/// The contract of `exit(3)`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn exit(status: c_int) -> ! {
-    crashmon_handler_signal::report_before_exit();
-    match real_exit() {
-        // SAFETY: libc's exit with the caller's argument.
-        Some(f) => unsafe { f(status) },
-        // No libc `exit` behind us (cannot happen in a dynamic link):
-        // end the process without atexit handlers rather than recurse.
-        None => exit_group(status),
-    }
-}
-
 /// Interposes `_exit` (async-signal-safe, the usual way a crash handler
-/// ends the process), like [`exit`].
+/// ends the process): a program's own crash-signal handler that gives up
+/// on a fault by calling it still gets the fault reported first (`exit()`
+/// is covered by an `atexit` hook, see
+/// `crashmon_handler_signal::report_before_exit`). Anything else exits as
+/// usual. (A fully static program cannot link `libcrashmon.a`: libc.a's
+/// `_exit` is a strong symbol too, and `dlsym`, which the interposition
+/// needs, does not work there.)
 ///
 /// # Safety
 /// The contract of `_exit(2)`.

@@ -489,3 +489,132 @@ fn abort_with_sigabrt_ignored_is_reported() {
     assert!(reason.starts_with("SIGABRT"), "{reason}");
     assert_eq!(metadata_of(&dumps[0])["crash"]["signal_name"], "SIGABRT");
 }
+
+/// A registered first-chance function that gives up with `abort()`: the
+/// report describes the fault it gave up on, not the abort.
+#[test]
+fn first_chance_handler_that_aborts_reports_the_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, out, db) = run_recover(dir.path(), "first-abort", true);
+    assert_eq!(death_signal(&status), Some(libc::SIGABRT), "{status:?} {out:?}");
+    assert!(has(&out, "recovered=3") && has(&out, "first chance gives up"), "{out:?}");
+    exactly_one_segv_dump_at(&db, 0x1234);
+}
+
+/// The classic give-up: reset to SIG_DFL and `raise()` (the raised signal
+/// stays pending until the handler returns): the fault at 0x1234 is
+/// reported, and the process dies by SIGSEGV.
+#[test]
+fn app_handler_that_resets_and_raises_reports_the_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, out, db) = run_recover(dir.path(), "raise", true);
+    assert_eq!(death_signal(&status), Some(libc::SIGSEGV), "{status:?} {out:?}");
+    assert!(has(&out, "app handler raises"), "{out:?}");
+    exactly_one_segv_dump_at(&db, 0x1234);
+}
+
+/// `exit()` from the handler (the `atexit` hook reports first), and
+/// `_exit()` on a thread without an alternate signal stack.
+#[test]
+fn app_handler_that_exits_with_exit_or_without_alt_stack_still_gets_it_reported() {
+    for (mode, code) in [("exit-atexit", 4), ("exit-no-altstack", 3)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (status, out, db) = run_recover(dir.path(), mode, true);
+        assert_eq!(status.code(), Some(code), "{mode}: {status:?} {out:?}");
+        assert!(has(&out, "app handler exits"), "{mode}: {out:?}");
+        exactly_one_segv_dump_at(&db, 0x1234);
+    }
+}
+
+/// A new fault inside the app's handler (it divides by zero) is reported as
+/// itself: SIGFPE, not the SIGSEGV it was handling.
+#[test]
+fn a_crash_inside_the_app_handler_is_reported_as_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, out, db) = run_recover(dir.path(), "in-handler", true);
+    assert_eq!(death_signal(&status), Some(libc::SIGFPE), "{status:?} {out:?}");
+    let dumps = pending(&db, 1);
+    assert_eq!(metadata_of(&dumps[0])["crash"]["signal_name"], "SIGFPE");
+}
+
+/// A handler that `siglongjmp`s out leaves its entry behind; a later
+/// `exit(0)` from another handler deep on the same alternate stack must
+/// not take that stale entry for a fault: exit 0, no report.
+#[test]
+fn a_stale_entry_after_siglongjmp_is_never_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, out, db) = run_recover(dir.path(), "stale", true);
+    assert_eq!(status.code(), Some(0), "{status:?} {out:?}");
+    assert!(has(&out, "usr1: probe jumped out") && has(&out, "term: exit(0)"), "{out:?}");
+    no_reports(&db);
+}
+
+/// `kill(getpid(), SIGABRT)` while ignoring SIGABRT is ignored, as without
+/// crashmon (only `abort()` is reported).
+#[test]
+fn sigabrt_sent_by_kill_while_ignored_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, out, db) = run_recover(dir.path(), "kill-ignored", true);
+    assert_eq!(status.code(), Some(0), "{status:?} {out:?}");
+    assert!(has(&out, "survived"), "{out:?}");
+    no_reports(&db);
+}
+
+/// `crashmon.h` compiles as strict ISO C (no feature macros).
+#[test]
+fn header_compiles_as_strict_c99() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("strict.c");
+    std::fs::write(&src, "#include \"crashmon.h\"\nint main(void) { return crashmon_init(0) == 12345; }\n").unwrap();
+    let root = workspace_root();
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-std=c99", "-pedantic", "-Werror", "-Wall", "-c", "-o"])
+        .arg(dir.path().join("strict.o"))
+        .arg("-I")
+        .arg(root.join("crates/capi/include"))
+        .arg(&src)
+        .status()
+        .expect("a C compiler (cc)");
+    assert!(status.success(), "crashmon.h does not compile with -std=c99 -pedantic");
+}
+
+/// A C++ handler that throws (`-fnon-call-exceptions`): the exception
+/// unwinds through crashmon's signal handler (declared `C-unwind`) to the
+/// program's `catch`, three times; nothing is reported. Skipped, with a
+/// note, without a C++ compiler.
+#[test]
+fn cpp_exception_thrown_from_a_handler_reaches_the_programs_catch() {
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    if Command::new(&cxx).arg("--version").output().is_err() {
+        eprintln!("skipped: no C++ compiler ({cxx})");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = workspace_root();
+    let exe = dir.path().join("throw");
+    let status = Command::new(&cxx)
+        .args(["-O2", "-g", "-fnon-call-exceptions"])
+        .arg(root.join("crates/capi/tests/c/throw.cc"))
+        .arg("-o")
+        .arg(&exe)
+        .arg("-I")
+        .arg(root.join("crates/capi/include"))
+        .arg("-L")
+        .arg(lib_dir())
+        .arg("-lcrashmon")
+        .arg(format!("-Wl,-rpath,{}", lib_dir().display()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "compiling throw.cc failed");
+    let db = dir.path().join("db");
+    let mut cmd = Command::new(&exe);
+    cmd.env("CRASHMON_MONITOR", bin("crashmon")).env("CRASHMON_DATABASE", &db);
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::read_to_string(&mut stdout).unwrap_or_default());
+    let status = wait_timeout(&mut child, Duration::from_secs(10)).expect("the program ended within 10 s");
+    let out = reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?} {out}");
+    assert!(out.lines().any(|l| l == "caught=3"), "{out}");
+    no_reports(&db);
+}

@@ -78,6 +78,10 @@ impl Saved {
 }
 
 static SLOTS: [Slot; SIGNALS.len()] = [const { Slot::new() }; SIGNALS.len()];
+/// The handlers that were there when we installed: an app that restores
+/// one of them (after replacing it for a while) gets back the order it had
+/// ([`Origin::Before`]), not the order of handlers set after install.
+static ORIGINAL: [AtomicUsize; SIGNALS.len()] = [const { AtomicUsize::new(libc::SIG_DFL) }; SIGNALS.len()];
 /// Odd while a writer is changing `SLOTS`.
 static SEQ: AtomicU32 = AtomicU32::new(0);
 /// Writers-only lock (never taken on the signal path).
@@ -273,6 +277,7 @@ pub(crate) fn install_all(ours: &libc::sigaction) -> Result<(), (c_int, i32)> {
     }
     for (i, action) in old.iter().enumerate() {
         guard.store(i, action, Origin::Before);
+        ORIGINAL[i].store(action.sa_sigaction, Ordering::Relaxed);
     }
     HANDLERS_ACTIVE.store(true, Ordering::SeqCst);
     Ok(())
@@ -363,7 +368,8 @@ pub unsafe fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc:
     if !act.is_null() {
         // SAFETY: per the contract, `act` is valid.
         let act = unsafe { &*act };
-        let origin = if act.sa_sigaction == libc::SIG_DFL || act.sa_sigaction == libc::SIG_IGN {
+        let h = act.sa_sigaction;
+        let origin = if h == libc::SIG_DFL || h == libc::SIG_IGN || h == ORIGINAL[i].load(Ordering::Relaxed) {
             Origin::Before
         } else {
             Origin::Late

@@ -16,28 +16,37 @@
 //!
 //! If such a handler gives up, we still dump, and the dump describes the
 //! original fault: while it runs, this thread's entry in a small lock-free
-//! table points at the fault's siginfo and context (on the alternate stack,
-//! below which the handler runs), so a dump triggered from inside it (it
-//! calls `abort()`, `raise()`, `exit()`/`_exit()`) reports that fault, not
-//! the abort. A handler that resets to `SIG_DFL` and returns re-faults into
-//! our handler, which then dumps first. A handler that `siglongjmp`s out
-//! leaves a stale entry, recognised by its position: a later signal is not
-//! nested below it on the same alternate stack.
+//! table points at the fault's siginfo and context (in the signal frame,
+//! above the handler's own frames), so a dump triggered from inside it
+//! (`abort()`/`raise()`: a nested signal the thread sends itself;
+//! `exit()`: an `atexit` hook; `_exit()`: interposed by libcrashmon)
+//! reports that fault, not the abort. A `raise()` that stays pending until
+//! the handler returns is seen when it returns. A handler that resets to
+//! `SIG_DFL` and returns re-faults into our handler, which then dumps
+//! first.
+//!
+//! A handler that `siglongjmp`s out leaves its entry behind. Such a stale
+//! entry is never used: an entry counts only for code running below its
+//! frame (stack pointer), with the fault's signal still blocked (the
+//! handler runs with it blocked; `siglongjmp` restores the mask from before
+//! the fault), and with the frame's pointers where a signal frame keeps
+//! them.
 #![allow(unsafe_code)]
 
-use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
 
 use libc::{c_int, c_void, siginfo_t};
 
 use crate::chain::{self, Origin};
-use crate::state::{CRASHING_TID, DUMP_DONE, INSTALL_PID};
+use crate::state::{CRASHING_TID, DUMP_DONE, INSTALL_PID, REPLY_TIMEOUT_MS};
 use crate::sys::{self, getpid, gettid};
 
 /// A function that may handle a crash signal before crashmon dumps:
 /// returns non-zero if it handled it (execution resumes per the context it
 /// left), 0 to let crashmon report the crash. It runs in the signal
-/// handler, on the alternate stack: it must be async-signal-safe.
-pub type FirstChanceHandler = unsafe extern "C" fn(c_int, *mut siginfo_t, *mut c_void) -> c_int;
+/// handler, on the alternate stack: it must be async-signal-safe. It may
+/// unwind (a C++ exception thrown from it, with `-fnon-call-exceptions`).
+pub type FirstChanceHandler = unsafe extern "C-unwind" fn(c_int, *mut siginfo_t, *mut c_void) -> c_int;
 
 static FIRST_CHANCE: AtomicUsize = AtomicUsize::new(0);
 
@@ -58,30 +67,43 @@ struct Entry {
     info: AtomicUsize,
     uc: AtomicUsize,
     sig: AtomicI32,
+    /// Whether the handler runs with `sig` blocked (not `SA_NODEFER`).
+    blocked: AtomicBool,
 }
 
-const ENTRIES: usize = 64;
+const ENTRIES: usize = 128;
 static TABLE: [Entry; ENTRIES] = [const {
-    Entry { tid: AtomicI32::new(0), info: AtomicUsize::new(0), uc: AtomicUsize::new(0), sig: AtomicI32::new(0) }
+    Entry {
+        tid: AtomicI32::new(0),
+        info: AtomicUsize::new(0),
+        uc: AtomicUsize::new(0),
+        sig: AtomicI32::new(0),
+        blocked: AtomicBool::new(false),
+    }
 }; ENTRIES];
+/// Where the next search for an entry of an exited thread starts.
+static RECLAIM_FROM: AtomicU32 = AtomicU32::new(0);
+
+/// How far above the stack pointer of code nested in a handler the fault's
+/// frame may be (the handler's own frames, on any stack).
+const MAX_NESTING: usize = 1 << 20;
+/// How far above a signal frame's `ucontext` its siginfo and its
+/// floating-point state may be (the x86-64 XSAVE area is at most a few KiB).
+const MAX_FRAME: usize = 64 << 10;
 
 /// This thread's entry while a first-chance handler runs; cleared on drop
-/// (when the handler returns; a `siglongjmp` skips the drop, see the module
-/// docs).
+/// (when the handler returns or unwinds; a `siglongjmp` skips the drop,
+/// see the module docs).
 struct Inside(Option<usize>);
 
 impl Inside {
-    /// Record the fault for this thread, if the handler runs on the
-    /// alternate stack (otherwise nothing tells a stale entry from a live
-    /// one, and a nested dump reports its own context instead).
-    fn enter(tid: i32, sig: c_int, info: *mut siginfo_t, uc: *mut c_void) -> Inside {
-        if !sys::alt_stack_range().is_some_and(|(low, high)| (low..high).contains(&(uc as usize))) {
-            return Inside(None);
-        }
+    fn enter(tid: i32, sig: c_int, info: *mut siginfo_t, uc: *mut c_void, blocked: bool) -> Inside {
         let Some(i) = claim(tid) else { return Inside(None) };
         let e = &TABLE[i];
+        e.uc.store(0, Ordering::Release);
         e.sig.store(sig, Ordering::Relaxed);
         e.info.store(info as usize, Ordering::Relaxed);
+        e.blocked.store(blocked, Ordering::Relaxed);
         e.uc.store(uc as usize, Ordering::Release);
         Inside(Some(i))
     }
@@ -97,7 +119,7 @@ impl Drop for Inside {
 }
 
 /// This thread's entry: its own (stale: a `siglongjmp` left it), a free
-/// one, or one of a thread that no longer exists.
+/// one, or one of a thread that no longer exists (a few probed per call).
 fn claim(tid: i32) -> Option<usize> {
     if let Some(i) = TABLE.iter().position(|e| e.tid.load(Ordering::Acquire) == tid) {
         return Some(i);
@@ -108,7 +130,10 @@ fn claim(tid: i32) -> Option<usize> {
         }
     }
     let pid = getpid();
-    for (i, e) in TABLE.iter().enumerate() {
+    let start = RECLAIM_FROM.fetch_add(8, Ordering::Relaxed) as usize;
+    for k in 0..8 {
+        let i = (start + k) % ENTRIES;
+        let e = &TABLE[i];
         let owner = e.tid.load(Ordering::Acquire);
         if owner != 0
             && !sys::thread_exists(pid, owner)
@@ -120,29 +145,58 @@ fn claim(tid: i32) -> Option<usize> {
     None
 }
 
-/// The fault this thread is handling in a first-chance handler, if the
-/// code at stack pointer `sp` runs nested inside that handler: below the
-/// fault's frame on the same alternate stack (`low..high`, the thread's).
-fn outer(tid: i32, sp: usize, (low, high): (usize, usize)) -> Option<(c_int, *mut siginfo_t, *mut c_void)> {
+/// The fault this thread is handling in a first-chance handler, for code
+/// running at stack pointer `sp` with signal mask `mask`: the entry counts
+/// if that code runs below the fault's frame, with the fault's signal
+/// blocked (if the handler was called with it blocked), and the frame's
+/// pointers look like a signal frame's.
+fn outer(tid: i32, sp: usize, mask: &libc::sigset_t) -> Option<(c_int, *mut siginfo_t, *mut c_void)> {
     let e = TABLE.iter().find(|e| e.tid.load(Ordering::Acquire) == tid)?;
     let uc = e.uc.load(Ordering::Acquire);
     let info = e.info.load(Ordering::Relaxed);
     let sig = e.sig.load(Ordering::Relaxed);
-    if uc == 0 || info == 0 || !(low <= sp && sp < uc && uc < high) {
+    if uc == 0 || !(sp < uc && uc - sp <= MAX_NESTING) || !(uc < info && info - uc <= MAX_FRAME) {
         return None;
     }
-    let info = info as *mut siginfo_t;
-    // SAFETY: `info` points into the live signal frame above us (checked:
-    // we run below `uc` on the same alternate stack, and the frame holds
-    // both); a sanity check on its contents guards a reused stack.
-    if unsafe { (*info).si_signo } != sig {
+    // SAFETY: a valid sigset_t and signal number.
+    if e.blocked.load(Ordering::Relaxed) && unsafe { libc::sigismember(mask, sig) } != 1 {
         return None;
     }
-    Some((sig, info, uc as *mut c_void))
+    // SAFETY: `uc` and `info` lie in the frame of the fault this thread is
+    // handling: above our stack pointer (so that memory is live stack), the
+    // signal still blocked as in its handler (a `siglongjmp` out restores
+    // the mask), laid out as a signal frame. The signal number must match.
+    unsafe {
+        if (*(info as *const siginfo_t)).si_signo != sig || !fp_state_in_frame(uc) {
+            return None;
+        }
+    }
+    Some((sig, info as *mut siginfo_t, uc as *mut c_void))
 }
 
-/// For a dump triggered while this thread runs a first-chance handler
-/// (e.g. it called `abort()`): the original fault, to report instead of
+/// Whether the floating-point state a ucontext points to lies just above it
+/// (where the kernel puts it), or is absent.
+///
+/// # Safety
+/// `uc` points to readable memory of a ucontext's size.
+#[cfg(target_arch = "x86_64")]
+unsafe fn fp_state_in_frame(uc: usize) -> bool {
+    // SAFETY: per the contract.
+    let fp = unsafe { (*(uc as *const libc::ucontext_t)).uc_mcontext.fpregs } as usize;
+    fp == 0 || (uc < fp && fp - uc <= MAX_FRAME)
+}
+
+/// aarch64 keeps the floating-point state inside the ucontext.
+///
+/// # Safety
+/// None needed; for symmetry with x86-64.
+#[cfg(target_arch = "aarch64")]
+unsafe fn fp_state_in_frame(_uc: usize) -> bool {
+    true
+}
+
+/// For a signal this thread sent itself (`abort()`, `raise()`) while it
+/// runs a first-chance handler: the original fault, to report instead of
 /// the signal at hand. `uc` is the context of the signal being handled.
 ///
 /// # Safety
@@ -151,14 +205,10 @@ pub(crate) unsafe fn outer_fault(tid: i32, uc: *mut c_void) -> Option<(c_int, *m
     if uc.is_null() {
         return None;
     }
-    // SAFETY: per the contract. The kernel saves the thread's alternate
-    // stack (not whether the interrupted code ran on it) in `uc_stack`.
-    let (sp, stack) = unsafe {
-        let u = &*uc.cast::<libc::ucontext_t>();
-        let ss = &u.uc_stack;
-        (crate::handler::stack_pointer(uc) as usize, (ss.ss_sp as usize, ss.ss_sp as usize + ss.ss_size))
-    };
-    outer(tid, sp, stack)
+    // SAFETY: per the contract; the mask of the interrupted code.
+    let (sp, mask) =
+        unsafe { (crate::handler::stack_pointer(uc) as usize, (*uc.cast::<libc::ucontext_t>()).uc_sigmask) };
+    outer(tid, sp, &mask)
 }
 
 /// Offer the signal to a handler that runs before our dump. Returns true if
@@ -176,9 +226,15 @@ pub(crate) unsafe fn offer(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) ->
         // A fault inside our own crash path: never hand it out.
         return false;
     }
-    let registered = FIRST_CHANCE.load(Ordering::SeqCst);
+    // Inside a first-chance handler already (e.g. it aborts): the outermost
+    // fault stays the one to report.
+    // SAFETY: kernel-provided context.
+    let nested = unsafe { outer_fault(tid, uc) }.is_some();
+    // Not offered again to a registered function that is already running
+    // on this thread (it gave up with abort(), say).
+    let registered = if nested { 0 } else { FIRST_CHANCE.load(Ordering::SeqCst) };
     if registered != 0 {
-        let _inside = Inside::enter(tid, sig, info, uc);
+        let _inside = Inside::enter(tid, sig, info, uc, true);
         // SAFETY: the app registered this function with this signature.
         let f: FirstChanceHandler = unsafe { core::mem::transmute(registered) };
         // SAFETY: kernel-provided arguments, per the contract.
@@ -192,37 +248,82 @@ pub(crate) unsafe fn offer(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) ->
     }
     let Some(i) = chain::index(sig) else { return false };
     let saved = chain::load_saved(i);
-    if saved.origin != Origin::Late || !saved.is_function() {
+    if saved.origin != Origin::Late || !saved.is_function() || saved.action.sa_sigaction == crate::handler::ours() {
         return false;
     }
     if saved.action.sa_flags & libc::SA_RESETHAND != 0 {
         chain::reset_one_shot(i, saved.action.sa_sigaction);
     }
-    let _inside = Inside::enter(tid, sig, info, uc);
-    // SAFETY: per the contract; the app installed this handler for `sig`.
-    unsafe { crate::handler::call_action(sig, info, uc, &saved.action) };
+    {
+        let blocked = crate::handler::blocks_itself(sig, &saved.action);
+        let _inside = (!nested).then(|| Inside::enter(tid, sig, info, uc, blocked));
+        // SAFETY: per the contract; the app installed this handler for `sig`.
+        unsafe { crate::handler::call_action(sig, info, uc, &saved.action) };
+    }
+    if !nested && sys::is_pending(sig) {
+        // It gave up by raising the signal again (after resetting it to
+        // SIG_DFL, typically): still blocked, that signal comes once we
+        // return, when this fault's frame is gone. Report the fault now;
+        // the raised signal then finds the dump taken and ends the process.
+        // SAFETY: the fault's own kernel-provided arguments.
+        unsafe { dump_fault(sig, info, uc, tid) };
+    }
     true
 }
 
-/// Called by an interposed `exit`/`_exit`/`_Exit`: if this thread is
-/// inside a handler we called first (it gave up on a fault and exits the
-/// process), report that fault before the process exits. Returns whether a
-/// dump was written. Not for the signal path of other code.
-pub fn report_before_exit() -> bool {
-    let tid = gettid();
-    let marker = 0u8;
-    let sp = &raw const marker as usize;
-    let Some((sig, info, uc)) = sys::alt_stack_range().and_then(|stack| outer(tid, sp, stack)) else { return false };
-    if getpid() != INSTALL_PID.load(Ordering::SeqCst)
-        || !chain::HANDLERS_ACTIVE.load(Ordering::SeqCst)
-        || CRASHING_TID.compare_exchange(0, tid, Ordering::SeqCst, Ordering::SeqCst).is_err()
-    {
+/// Dump the fault (`sig`, `info`, `uc`) from normal or signal context
+/// outside `handle_signal`, taking the one-crash gate. If another thread
+/// holds it, wait (bounded) for its dump, which ends the process. Returns
+/// whether a dump was written.
+///
+/// # Safety
+/// `info`/`uc` are valid: a live signal frame of this thread.
+unsafe fn dump_fault(sig: c_int, info: *mut siginfo_t, uc: *mut c_void, tid: i32) -> bool {
+    if getpid() != INSTALL_PID.load(Ordering::SeqCst) || !chain::HANDLERS_ACTIVE.load(Ordering::SeqCst) {
         return false;
     }
-    // SAFETY: we won the gate; `info`/`uc` are the live frame of the fault
-    // this thread is still handling (checked by `outer`).
+    match CRASHING_TID.compare_exchange(0, tid, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => {}
+        Err(owner) if owner == tid => return false,
+        Err(_) => {
+            let budget = u64::from(REPLY_TIMEOUT_MS.load(Ordering::SeqCst)) + 2_000;
+            sys::futex_wait(&DUMP_DONE, 0, budget);
+            return false;
+        }
+    }
+    // SAFETY: we won the gate; the arguments per the contract.
     let dumped = unsafe { crate::handler::report_crash(sig, info, uc, tid) };
     DUMP_DONE.store(1, Ordering::SeqCst);
     sys::futex_wake_all(&DUMP_DONE);
     dumped
+}
+
+/// Called when the process exits (an `atexit` hook, and libcrashmon's
+/// interposed `_exit`/`_Exit`): if this thread is inside a handler we
+/// called first (it gave up on a fault and exits the process), report that
+/// fault before the process exits. Returns whether a dump was written.
+pub fn report_before_exit() -> bool {
+    let tid = gettid();
+    let marker = 0u8;
+    let sp = &raw const marker as usize;
+    let mask = sys::current_mask();
+    let Some((sig, info, uc)) = outer(tid, sp, &mask) else { return false };
+    // SAFETY: `outer` checked that this is the live frame of the fault this
+    // thread is still handling.
+    unsafe { dump_fault(sig, info, uc, tid) }
+}
+
+/// [`report_before_exit`] as an `atexit` hook.
+extern "C" fn report_at_exit() {
+    report_before_exit();
+}
+
+/// Register the `atexit` hook once. Normal context.
+pub(crate) fn register_exit_hook() {
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if !REGISTERED.swap(true, Ordering::SeqCst) {
+        // SAFETY: registers a function without arguments that only reads
+        // atomics and, when a first-chance handler exits, dumps.
+        unsafe { libc::atexit(report_at_exit) };
+    }
 }

@@ -31,7 +31,15 @@ static CONTEXT: Shared<MaybeUninit<crash_context::CrashContext>> = Shared(Unsafe
 static SEND_BUF: Shared<[u8; proto::MAX_MESSAGE_LEN]> = Shared(UnsafeCell::new([0; proto::MAX_MESSAGE_LEN]));
 static RECV_BUF: Shared<[u8; proto::MAX_MESSAGE_LEN]> = Shared(UnsafeCell::new([0; proto::MAX_MESSAGE_LEN]));
 
-type SigactionHandler = extern "C" fn(c_int, *mut siginfo_t, *mut c_void);
+/// Handlers may unwind (a C++ exception thrown from an app's handler that
+/// we call, with `-fnon-call-exceptions`), so the whole chain is
+/// `C-unwind`.
+type SigactionHandler = extern "C-unwind" fn(c_int, *mut siginfo_t, *mut c_void);
+
+/// The address of our handler.
+pub(crate) fn ours() -> usize {
+    handle_signal as SigactionHandler as usize
+}
 
 /// Our `struct sigaction`: [`handle_signal`] on the alternate stack.
 pub(crate) fn our_action() -> libc::sigaction {
@@ -111,10 +119,12 @@ unsafe fn call_saved(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
 /// being handled; `action` is an action the app installed for `sig`.
 pub(crate) unsafe fn call_action(sig: c_int, info: *mut siginfo_t, uc: *mut c_void, action: &libc::sigaction) {
     let mut blocked = action.sa_mask;
-    // SAFETY: a valid sigset_t and signal number.
-    unsafe { libc::sigaddset(&mut blocked, sig) };
+    if blocks_itself(sig, action) {
+        // SAFETY: a valid sigset_t and signal number.
+        unsafe { libc::sigaddset(&mut blocked, sig) };
+    }
     let previous = sys::block(&blocked);
-    if action.sa_flags & libc::SA_NODEFER != 0 {
+    if !blocks_itself(sig, action) {
         sys::unblock(sig);
     }
     let handler = action.sa_sigaction;
@@ -125,11 +135,18 @@ pub(crate) unsafe fn call_action(sig: c_int, info: *mut siginfo_t, uc: *mut c_vo
             let f: SigactionHandler = core::mem::transmute(handler);
             f(sig, info, uc);
         } else {
-            let f: extern "C" fn(c_int) = core::mem::transmute(handler);
+            let f: extern "C-unwind" fn(c_int) = core::mem::transmute(handler);
             f(sig);
         }
     }
     sys::set_mask(&previous);
+}
+
+/// Whether `sig` is blocked while `action`'s handler runs, as the kernel
+/// does it: unless `SA_NODEFER`, or if `sa_mask` has it anyway.
+pub(crate) fn blocks_itself(sig: c_int, action: &libc::sigaction) -> bool {
+    // SAFETY: a valid sigset_t and signal number.
+    action.sa_flags & libc::SA_NODEFER == 0 || unsafe { libc::sigismember(&action.sa_mask, sig) } == 1
 }
 
 /// A fault near the interrupted stack pointer: the thread ran out of stack.
@@ -164,20 +181,23 @@ pub(crate) unsafe fn stack_pointer(uc: *mut c_void) -> u64 {
     unsafe { (*uc.cast::<libc::ucontext_t>()).uc_mcontext.sp }
 }
 
-extern "C" fn handle_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
+extern "C-unwind" fn handle_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     // SAFETY: `info` is the kernel-provided siginfo.
     let code = unsafe { (*info).si_code };
-    if code <= 0
-        && chain::index(sig).is_some_and(|i| chain::load(i).sa_sigaction == libc::SIG_IGN)
+    if code <= 0 && chain::index(sig).is_some_and(|i| chain::load(i).sa_sigaction == libc::SIG_IGN) {
+        // Sent by a process (kill, raise) while the app ignores it: without
+        // us nothing would happen, so nothing happens. Except `abort()`
+        // (a SIGABRT the thread raised): glibc then resets SIGABRT to
+        // SIG_DFL behind any interposition and raises it again, so the
+        // process dies anyway. Dump it and return; the process goes on to
+        // die by glibc's hand (a plain `raise(SIGABRT)` while ignoring it
+        // survives, with a report filed).
         // SAFETY: `info` is the kernel-provided siginfo; si_pid is valid
         // for signals a process sent.
-        && !(sig == libc::SIGABRT && unsafe { (*info).si_pid() } == getpid())
-    {
-        // Sent by a process (kill, raise) while the app ignores it: without
-        // us nothing would happen, so nothing happens. Except SIGABRT the
-        // process sends itself: that is abort(), which resets SIGABRT to
-        // SIG_DFL behind any interposition and raises it again, so the
-        // process dies anyway; dump it now.
+        if sig == libc::SIGABRT && code == libc::SI_TKILL && unsafe { (*info).si_pid() } == getpid() {
+            // SAFETY: kernel-provided arguments.
+            unsafe { report_ignored_abort(sig, info, uc) };
+        }
         return;
     }
     // SAFETY: kernel-provided arguments.
@@ -220,10 +240,14 @@ extern "C" fn handle_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         chain::set_default(sig);
         return;
     }
-    // Raised (abort, raise, a re-fault) from inside a handler that saw the
-    // fault before us: report that fault.
+    // Raised by the thread itself (abort, raise) from inside a handler that
+    // saw a fault before us: report that fault. (A new fault in such a
+    // handler is reported as itself.)
+    // SAFETY: `info` is the kernel-provided siginfo; `uc` the context.
+    let self_sent = code <= 0 && unsafe { (*info).si_pid() } == pid;
     // SAFETY: `uc` is the kernel-provided context.
-    let (rsig, rinfo, ruc) = unsafe { first::outer_fault(tid, uc) }.unwrap_or((sig, info, uc));
+    let outer = if self_sent { unsafe { first::outer_fault(tid, uc) } } else { None };
+    let (rsig, rinfo, ruc) = outer.unwrap_or((sig, info, uc));
     let dumped = chain::HANDLERS_ACTIVE.load(Ordering::SeqCst)
         // SAFETY: we won the gate, so we are the only user of the crash
         // buffers; the arguments are this signal's, or the live frame of
@@ -233,6 +257,27 @@ extern "C" fn handle_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     sys::futex_wake_all(&DUMP_DONE);
     // SAFETY: kernel-provided arguments.
     unsafe { restore_and_reraise(sig, info, uc, dumped) };
+}
+
+/// `abort()` while SIGABRT is ignored: dump (unless a dump is under way),
+/// then give the gate back, since glibc's abort ends the process itself.
+///
+/// # Safety
+/// Kernel-provided arguments of the signal being handled.
+unsafe fn report_ignored_abort(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
+    let tid = gettid();
+    if getpid() != INSTALL_PID.load(Ordering::SeqCst)
+        || !chain::HANDLERS_ACTIVE.load(Ordering::SeqCst)
+        || CRASHING_TID.compare_exchange(0, tid, Ordering::SeqCst, Ordering::SeqCst).is_err()
+    {
+        return;
+    }
+    // SAFETY: the raising thread's own fault, if it was handling one in a
+    // first-chance handler; else this signal.
+    let (rsig, rinfo, ruc) = unsafe { first::outer_fault(tid, uc) }.unwrap_or((sig, info, uc));
+    // SAFETY: we won the gate; valid frame per the contract.
+    unsafe { report_crash(rsig, rinfo, ruc, tid) };
+    CRASHING_TID.store(0, Ordering::SeqCst);
 }
 
 /// Fill the crash context, send it to the monitor and wait for its reply.

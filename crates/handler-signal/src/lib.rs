@@ -98,6 +98,7 @@ pub fn install(fd: c_int, reply_timeout_ms: u32) -> Result<(), SigactionFailed> 
     REPLY_TIMEOUT_MS.store(reply_timeout_ms.max(1), Ordering::SeqCst);
     CRASHING_TID.store(0, Ordering::SeqCst);
     DUMP_DONE.store(0, Ordering::SeqCst);
+    first::register_exit_hook();
     chain::install_all(&handler::our_action()).map_err(|(signal, errno)| SigactionFailed { signal, errno })
 }
 

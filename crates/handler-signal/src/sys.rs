@@ -167,24 +167,29 @@ pub(crate) fn block(mask: &libc::sigset_t) -> libc::sigset_t {
     }
 }
 
-/// The calling thread's alternate signal stack, `[low, high)`, if it has
-/// one.
-pub(crate) fn alt_stack_range() -> Option<(usize, usize)> {
-    // SAFETY: stack_t is plain data; a query with a valid out pointer;
-    // sigaltstack is async-signal-safe.
-    let ss = unsafe {
-        let mut ss: libc::stack_t = core::mem::zeroed();
-        if libc::sigaltstack(core::ptr::null(), &mut ss) != 0 {
-            return None;
-        }
-        ss
-    };
-    (ss.ss_flags & libc::SS_DISABLE == 0 && ss.ss_size > 0).then(|| (ss.ss_sp as usize, ss.ss_sp as usize + ss.ss_size))
-}
-
 /// Whether thread `tid` of process `pid` still exists (signal 0 probe).
 pub(crate) fn thread_exists(pid: i32, tid: i32) -> bool {
     // SAFETY: plain integers; signal 0 only checks.
     let r = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, 0) };
     r == 0 || errno() != libc::ESRCH
+}
+
+/// The calling thread's signal mask.
+pub(crate) fn current_mask() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; a query with a valid out pointer.
+    unsafe {
+        let mut mask: libc::sigset_t = core::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut mask);
+        mask
+    }
+}
+
+/// Whether `sig` is pending for the calling thread (or its process).
+pub(crate) fn is_pending(sig: c_int) -> bool {
+    // SAFETY: sigset_t is plain data; valid pointers; sigpending and
+    // sigismember are async-signal-safe.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigpending(&mut set) == 0 && libc::sigismember(&set, sig) == 1
+    }
 }

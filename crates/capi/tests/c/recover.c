@@ -20,9 +20,24 @@
  *                logic is registered with crashmon_set_first_chance_handler;
  *                3 recovered writes ("recovered=3"), then a write to 0x1234
  *                it does not handle.
+ *       "first-abort" (needs -DWITH_CRASHMON) as "first", but the
+ *                registered function gives up on the write to 0x1234 by
+ *                calling abort().
+ *       "raise"  the handler gives up on the write to 0x1234 by resetting
+ *                to SIG_DFL and raising SIGSEGV (pending until it returns).
+ *       "exit-atexit"  as "exit" with exit(4).
+ *       "exit-no-altstack"  as "exit" on a thread without an alternate
+ *                signal stack (sigaltstack SS_DISABLE first).
+ *       "in-handler"  the handler itself divides by zero (SIGFPE).
+ *       "stale"  an SA_ONSTACK SIGUSR1 handler runs a sigsetjmp probe the
+ *                SIGSEGV handler jumps out of (leaving its frame behind on
+ *                the alternate stack), then an SA_ONSTACK SIGTERM handler
+ *                with a large frame calls exit(0): exits 0, no report.
  *       "abort-ignored"  signal(SIGABRT, SIG_IGN) after init, then abort()
  *                (which ends the process anyway: glibc resets SIGABRT to
  *                SIG_DFL internally, behind any interposition).
+ *       "kill-ignored"  signal(SIGABRT, SIG_IGN), then kill(getpid(),
+ *                SIGABRT): ignored; prints "survived" and exits 0.
  *
  * Built with -DWITH_CRASHMON and -lcrashmon it calls crashmon_init first;
  * without, run it under `crashmon run`. Exits 222 if it failed to crash. */
@@ -56,8 +71,28 @@ static int recover_guard(siginfo_t *info) {
     return 0;
 }
 
+static volatile int zero, seven = 7;
+
 static void on_segv(int sig, siginfo_t *info, void *uc) {
     (void)uc;
+    if (strcmp(mode, "stale") == 0) {
+        siglongjmp(probe_env, 1);
+    }
+    if (strcmp(mode, "raise") == 0) {
+        say("app handler raises\n");
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    if (strcmp(mode, "in-handler") == 0) {
+        say("app handler divides by zero\n");
+        zero = seven / zero; /* idiv: SIGFPE (1 / x compiles without one) */
+        return;
+    }
+    if (strcmp(mode, "exit-atexit") == 0) {
+        say("app handler exits\n");
+        exit(4);
+    }
     if (strcmp(mode, "probe") == 0) {
         if (probing) {
             siglongjmp(probe_env, 1);
@@ -65,7 +100,7 @@ static void on_segv(int sig, siginfo_t *info, void *uc) {
         say("app handler gives up\n");
         abort();
     }
-    if (strcmp(mode, "exit") == 0) {
+    if (strcmp(mode, "exit") == 0 || strcmp(mode, "exit-no-altstack") == 0) {
         say("app handler exits\n");
         _exit(3);
     }
@@ -77,12 +112,47 @@ static void on_segv(int sig, siginfo_t *info, void *uc) {
 }
 
 #ifdef WITH_CRASHMON
-static int first_chance(int sig, siginfo_t *info, void *uc) {
+static int first_chance(int sig, void *info, void *uc) {
     (void)sig;
     (void)uc;
-    return recover_guard(info);
+    if (recover_guard((siginfo_t *)info)) {
+        return 1;
+    }
+    if (strcmp(mode, "first-abort") == 0) {
+        say("first chance gives up\n");
+        abort();
+    }
+    return 0;
 }
 #endif
+
+static void on_usr1(int sig) {
+    (void)sig;
+    void *hole = mmap(NULL, page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (sigsetjmp(probe_env, 1) == 0) {
+        (void)*(volatile char *)hole;
+    } else {
+        say("usr1: probe jumped out\n");
+    }
+}
+
+static void on_term(int sig) {
+    (void)sig;
+    volatile char big[16384];
+    big[0] = 0;
+    big[sizeof big - 1] = big[0];
+    say("term: exit(0)\n");
+    exit(0);
+}
+
+static void onstack(int sig, void (*handler)(int)) {
+    struct sigaction act;
+    memset(&act, 0, sizeof act);
+    act.sa_handler = handler;
+    act.sa_flags = SA_ONSTACK;
+    sigemptyset(&act.sa_mask);
+    sigaction(sig, &act, NULL);
+}
 
 static void guard_writes(void) {
     guard = mmap(NULL, page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -111,7 +181,7 @@ int main(int argc, char **argv) {
         return 1;
     }
 #endif
-    if (strcmp(mode, "first") == 0) {
+    if (strcmp(mode, "first") == 0 || strcmp(mode, "first-abort") == 0) {
 #ifdef WITH_CRASHMON
         crashmon_set_first_chance_handler(first_chance);
         guard_writes();
@@ -122,6 +192,12 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "abort-ignored") == 0) {
         signal(SIGABRT, SIG_IGN);
         abort();
+    }
+    if (strcmp(mode, "kill-ignored") == 0) {
+        signal(SIGABRT, SIG_IGN);
+        kill(getpid(), SIGABRT);
+        say("survived\n");
+        return 0;
     }
     struct sigaction act;
     memset(&act, 0, sizeof act);
@@ -134,6 +210,21 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "guard") == 0) {
         guard_writes();
         return 0;
+    }
+    if (strcmp(mode, "stale") == 0) {
+        onstack(SIGUSR1, on_usr1);
+        onstack(SIGTERM, on_term);
+        raise(SIGUSR1);
+        raise(SIGTERM);
+        return 1;
+    }
+    if (strcmp(mode, "exit-no-altstack") == 0) {
+        stack_t off;
+        memset(&off, 0, sizeof off);
+        off.ss_flags = SS_DISABLE;
+        if (sigaltstack(&off, NULL) != 0) {
+            return 1;
+        }
     }
     if (strcmp(mode, "probe") == 0) {
         /* A page that is certainly unmapped: map one, then unmap it. */

@@ -202,7 +202,7 @@ mod raw {
 
     /// A first-chance handler (a runtime's): a fault in the guard page is
     /// handled by making the page writable; anything else is declined.
-    unsafe extern "C" fn guard_first_chance(
+    unsafe extern "C-unwind" fn guard_first_chance(
         _sig: libc::c_int,
         info: *mut libc::siginfo_t,
         _uc: *mut libc::c_void,
