@@ -18,8 +18,9 @@
  * crashmon, so programs that recover from faults (guard pages, probes with
  * sigsetjmp, JVMs, wasm runtimes) keep working; crashmon dumps when the
  * handler gives up on the fault: it resets to SIG_DFL and returns or
- * re-raises, calls abort(), exit() or _exit() (an atexit hook and the
- * interposed _exit report first); the report describes the original fault.
+ * re-raises, calls abort(), exit() or _exit() (the library interposes
+ * exit, _exit and _Exit to report first, and longjmp/siglongjmp to notice
+ * a handler jumping out); the report describes the original fault.
  * For signals sent with raise()/kill() and handlers that were there before
  * crashmon_init, crashmon dumps first, then calls the handler.
  * CRASHMON_INTERPOSE_SIGNALS=0 in the environment turns the interposition

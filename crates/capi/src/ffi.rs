@@ -127,8 +127,9 @@ extern "C" fn preload_constructor() {
     // Before anything can call the interposed `sigaction` below: find
     // libc's (dlsym is not signal-safe, so not later).
     crashmon_handler_signal::resolve_real_sigaction();
-    // And the real `_exit`, which is called from signal handlers.
-    let _ = real_underscore_exit();
+    // And the real exit and jump functions, which are called from signal
+    // handlers.
+    resolve_exit_and_jump_functions();
     if std::env::var_os(crate::INTERPOSE_SIGNALS_ENV).is_some_and(|v| v == "0") {
         crashmon_handler_signal::set_interposition(false);
     }
@@ -279,24 +280,76 @@ pub unsafe extern "C" fn __sysv_signal(sig: c_int, handler: libc::sighandler_t) 
     unsafe { crashmon_handler_signal::signal(sig, handler, crashmon_handler_signal::SignalFlavor::SysV) }
 }
 
-type ExitFn = unsafe extern "C" fn(c_int) -> !;
+/// The next definition of an exit-like or jump function, found once (at
+/// load time, by the constructor, so never by `dlsym` in a signal handler).
+macro_rules! next_fn {
+    ($name:literal, $ty:ty, $ours:expr) => {{
+        static REAL: AtomicUsize = AtomicUsize::new(0);
+        next_symbol($name, $ours as $ty as usize, &REAL)
+            // SAFETY: the address of libc's function of that name, whose
+            // signature is `$ty`.
+            .map(|f| unsafe { std::mem::transmute::<usize, $ty>(f) })
+    }};
+}
 
-/// libc's `_exit`, found once (at load time, by the constructor).
+type ExitFn = unsafe extern "C" fn(c_int) -> !;
+type JumpFn = unsafe extern "C" fn(*mut c_void, c_int) -> !;
+
+fn real_exit() -> Option<ExitFn> {
+    next_fn!(c"exit", ExitFn, exit)
+}
+
 fn real_underscore_exit() -> Option<ExitFn> {
-    static REAL: AtomicUsize = AtomicUsize::new(0);
-    let f = next_symbol(c"_exit", _exit as ExitFn as usize, &REAL)?;
-    // SAFETY: the address of libc's _exit, whose signature is `ExitFn`.
-    Some(unsafe { std::mem::transmute::<usize, ExitFn>(f) })
+    next_fn!(c"_exit", ExitFn, _exit)
+}
+
+fn real_longjmp() -> Option<JumpFn> {
+    next_fn!(c"longjmp", JumpFn, longjmp)
+}
+
+fn real_underscore_longjmp() -> Option<JumpFn> {
+    next_fn!(c"_longjmp", JumpFn, _longjmp)
+}
+
+fn real_siglongjmp() -> Option<JumpFn> {
+    next_fn!(c"siglongjmp", JumpFn, siglongjmp)
+}
+
+fn real_longjmp_chk() -> Option<JumpFn> {
+    next_fn!(c"__longjmp_chk", JumpFn, __longjmp_chk)
+}
+
+/// Resolve every function below while the program is still starting.
+fn resolve_exit_and_jump_functions() {
+    let _ = (real_exit(), real_underscore_exit());
+    let _ = (real_longjmp(), real_underscore_longjmp(), real_siglongjmp(), real_longjmp_chk());
+}
+
+/// Interposes `exit`: a program's own crash-signal handler that gives up
+/// on a fault by exiting still gets the fault reported first, and an exit
+/// while another thread is being dumped waits for that dump (whose thread
+/// then ends the process by its signal). Anything else exits as usual.
+/// (`exit` is also hooked with `atexit`, for programs that link
+/// `crashmon-handler` without this library.) Fully static programs cannot
+/// link `libcrashmon.a`: libc.a's `exit`/`_exit` are strong symbols too,
+/// and `dlsym`, which the interposition needs, does not work there.
+///
+/// # Safety
+/// The contract of `exit(3)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn exit(status: c_int) -> ! {
+    crashmon_handler_signal::report_before_exit();
+    match real_exit() {
+        // SAFETY: libc's exit with the caller's argument.
+        Some(f) => unsafe { f(status) },
+        // Unreachable in a dynamic link: end without atexit handlers
+        // rather than recurse.
+        None => exit_group(status),
+    }
 }
 
 /// Interposes `_exit` (async-signal-safe, the usual way a crash handler
-/// ends the process): a program's own crash-signal handler that gives up
-/// on a fault by calling it still gets the fault reported first (`exit()`
-/// is covered by an `atexit` hook, see
-/// `crashmon_handler_signal::report_before_exit`). Anything else exits as
-/// usual. (A fully static program cannot link `libcrashmon.a`: libc.a's
-/// `_exit` is a strong symbol too, and `dlsym`, which the interposition
-/// needs, does not work there.)
+/// ends the process), like [`exit`].
 ///
 /// # Safety
 /// The contract of `_exit(2)`.
@@ -325,4 +378,54 @@ fn exit_group(status: c_int) -> ! {
         // SAFETY: exit_group takes a plain integer and does not return.
         unsafe { libc::syscall(libc::SYS_exit_group, status) };
     }
+}
+
+/// Jumps out of a handler that saw a fault before crashmon (a
+/// `sigsetjmp` probe): forget that handler's record of the fault, then
+/// jump. See `crashmon_handler_signal::leaving_handler`.
+fn jump(real: Option<JumpFn>, env: *mut c_void, val: c_int) -> ! {
+    crashmon_handler_signal::leaving_handler();
+    match real {
+        // SAFETY: libc's function with the caller's arguments.
+        Some(f) => unsafe { f(env, val) },
+        // No libc behind us (cannot happen in a dynamic link).
+        None => std::process::abort(),
+    }
+}
+
+/// Interposes `longjmp` (see [`jump`]).
+///
+/// # Safety
+/// The contract of `longjmp(3)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn longjmp(env: *mut c_void, val: c_int) -> ! {
+    jump(real_longjmp(), env, val)
+}
+
+/// Interposes `_longjmp` (see [`jump`]).
+///
+/// # Safety
+/// The contract of `_longjmp(3)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn _longjmp(env: *mut c_void, val: c_int) -> ! {
+    jump(real_underscore_longjmp(), env, val)
+}
+
+/// Interposes `siglongjmp` (see [`jump`]).
+///
+/// # Safety
+/// The contract of `siglongjmp(3)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn siglongjmp(env: *mut c_void, val: c_int) -> ! {
+    jump(real_siglongjmp(), env, val)
+}
+
+/// Interposes `__longjmp_chk` (what `longjmp` becomes with
+/// `_FORTIFY_SOURCE`; see [`jump`]).
+///
+/// # Safety
+/// The contract of `longjmp(3)`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __longjmp_chk(env: *mut c_void, val: c_int) -> ! {
+    jump(real_longjmp_chk(), env, val)
 }

@@ -379,7 +379,12 @@ fn interposition_can_be_turned_off_through_the_c_api() {
 /// under `crashmon run`: its exit status, its stdout lines, the database.
 fn run_recover(dir: &Path, mode: &str, linked: bool) -> (std::process::ExitStatus, Vec<String>, PathBuf) {
     let exe = dir.join(format!("recover_{}", if linked { "linked" } else { "plain" }));
-    compile_with("crates/capi/tests/c/recover.c", linked, &exe, if linked { &["-DWITH_CRASHMON"] } else { &[] });
+    compile_with(
+        "crates/capi/tests/c/recover.c",
+        linked,
+        &exe,
+        if linked { &["-pthread", "-DWITH_CRASHMON"] } else { &["-pthread"] },
+    );
     let db = dir.join("db");
     let mut cmd = if linked {
         let mut c = Command::new(&exe);
@@ -547,6 +552,30 @@ fn a_stale_entry_after_siglongjmp_is_never_reported() {
     assert_eq!(status.code(), Some(0), "{status:?} {out:?}");
     assert!(has(&out, "usr1: probe jumped out") && has(&out, "term: exit(0)"), "{out:?}");
     no_reports(&db);
+}
+
+/// The stale entry again, where neither the signal mask (an `SA_NODEFER`
+/// handler; a SIGTERM handler that blocks everything) nor the stack
+/// position tells it apart: the interposed `siglongjmp` forgets the entry
+/// when the handler jumps out. Exit 0, no report.
+#[test]
+fn a_stale_entry_of_an_sa_nodefer_handler_is_never_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, out, db) = run_recover(dir.path(), "stale-nodefer", true);
+    assert_eq!(status.code(), Some(0), "{status:?} {out:?}");
+    assert!(has(&out, "usr1: probe jumped out") && has(&out, "term: exit(0)"), "{out:?}");
+    no_reports(&db);
+}
+
+/// Four threads fault at once and each handler calls `exit(4)`: the first
+/// exit reports the fault, the others wait for that dump instead of ending
+/// the process under it. Exactly one report; the program's exit code.
+#[test]
+fn threads_exiting_from_handlers_at_once_file_exactly_one_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, out, db) = run_recover(dir.path(), "threads-exit", true);
+    assert_eq!(status.code(), Some(4), "{status:?} {out:?}");
+    exactly_one_segv_dump_at(&db, 0x1234);
 }
 
 /// `kill(getpid(), SIGABRT)` while ignoring SIGABRT is ignored, as without

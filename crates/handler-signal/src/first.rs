@@ -25,12 +25,15 @@
 //! `SIG_DFL` and returns re-faults into our handler, which then dumps
 //! first.
 //!
-//! A handler that `siglongjmp`s out leaves its entry behind. Such a stale
-//! entry is never used: an entry counts only for code running below its
-//! frame (stack pointer), with the fault's signal still blocked (the
-//! handler runs with it blocked; `siglongjmp` restores the mask from before
-//! the fault), and with the frame's pointers where a signal frame keeps
-//! them.
+//! A handler that leaves by `siglongjmp`/`longjmp` (libcrashmon interposes
+//! them and calls [`leaving_handler`] first) or by a C++ exception leaves
+//! its entry behind only in the second case. A stale entry is never used
+//! blindly: an entry counts only for code running below its frame (stack
+//! pointer), with the fault's signal still blocked (if the handler was
+//! called with it blocked), with the frame's pointers where a signal frame
+//! keeps them, and with that frame still holding the fault it held when
+//! the handler was called (signal, code, address, program counter and
+//! stack pointer, compared with a snapshot).
 #![allow(unsafe_code)]
 
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
@@ -69,6 +72,12 @@ struct Entry {
     sig: AtomicI32,
     /// Whether the handler runs with `sig` blocked (not `SA_NODEFER`).
     blocked: AtomicBool,
+    /// The fault as the frame held it on entry: `si_code`, `si_addr`, pc,
+    /// stack pointer.
+    code: AtomicI32,
+    addr: AtomicUsize,
+    pc: AtomicUsize,
+    sp: AtomicUsize,
 }
 
 const ENTRIES: usize = 128;
@@ -79,6 +88,10 @@ static TABLE: [Entry; ENTRIES] = [const {
         uc: AtomicUsize::new(0),
         sig: AtomicI32::new(0),
         blocked: AtomicBool::new(false),
+        code: AtomicI32::new(0),
+        addr: AtomicUsize::new(0),
+        pc: AtomicUsize::new(0),
+        sp: AtomicUsize::new(0),
     }
 }; ENTRIES];
 /// Where the next search for an entry of an exited thread starts.
@@ -91,29 +104,71 @@ const MAX_NESTING: usize = 1 << 20;
 /// floating-point state may be (the x86-64 XSAVE area is at most a few KiB).
 const MAX_FRAME: usize = 64 << 10;
 
-/// This thread's entry while a first-chance handler runs; cleared on drop
-/// (when the handler returns or unwinds; a `siglongjmp` skips the drop,
-/// see the module docs).
-struct Inside(Option<usize>);
-
-impl Inside {
-    fn enter(tid: i32, sig: c_int, info: *mut siginfo_t, uc: *mut c_void, blocked: bool) -> Inside {
-        let Some(i) = claim(tid) else { return Inside(None) };
-        let e = &TABLE[i];
-        e.uc.store(0, Ordering::Release);
-        e.sig.store(sig, Ordering::Relaxed);
-        e.info.store(info as usize, Ordering::Relaxed);
-        e.blocked.store(blocked, Ordering::Relaxed);
-        e.uc.store(uc as usize, Ordering::Release);
-        Inside(Some(i))
+/// What a signal frame says about its fault: `si_code`, `si_addr`, pc and
+/// stack pointer.
+///
+/// # Safety
+/// `info`/`uc` point to readable memory of their types' sizes.
+unsafe fn snapshot(info: *const siginfo_t, uc: *mut c_void) -> (c_int, usize, usize, usize) {
+    // SAFETY: per the contract.
+    unsafe {
+        (
+            (*info).si_code,
+            (*info).si_addr() as usize,
+            crate::handler::program_counter(uc) as usize,
+            crate::handler::stack_pointer(uc) as usize,
+        )
     }
 }
 
-impl Drop for Inside {
-    fn drop(&mut self) {
-        if let Some(i) = self.0 {
-            TABLE[i].uc.store(0, Ordering::Release);
-            TABLE[i].tid.store(0, Ordering::Release);
+/// Record, for this thread, the fault a handler we call first is about to
+/// handle. Returns the entry to [`leave`] when the handler returns (no
+/// guard value: a `siglongjmp` may jump over this frame, which Rust allows
+/// only for frames without destructors).
+///
+/// # Safety
+/// Kernel-provided arguments of the signal being handled.
+unsafe fn enter(tid: i32, sig: c_int, info: *mut siginfo_t, uc: *mut c_void, blocked: bool) -> Option<usize> {
+    let i = claim(tid)?;
+    let e = &TABLE[i];
+    // SAFETY: per the contract.
+    let (code, addr, pc, sp) = unsafe { snapshot(info, uc) };
+    e.uc.store(0, Ordering::Release);
+    e.sig.store(sig, Ordering::Relaxed);
+    e.info.store(info as usize, Ordering::Relaxed);
+    e.blocked.store(blocked, Ordering::Relaxed);
+    e.code.store(code, Ordering::Relaxed);
+    e.addr.store(addr, Ordering::Relaxed);
+    e.pc.store(pc, Ordering::Relaxed);
+    e.sp.store(sp, Ordering::Relaxed);
+    e.uc.store(uc as usize, Ordering::Release);
+    Some(i)
+}
+
+/// The handler returned: free the entry.
+fn leave(entry: Option<usize>) {
+    if let Some(i) = entry {
+        TABLE[i].uc.store(0, Ordering::Release);
+        TABLE[i].tid.store(0, Ordering::Release);
+    }
+}
+
+/// Called by libcrashmon's interposed `longjmp`/`siglongjmp` before it
+/// jumps: if this thread is inside a handler we called first (its stack
+/// pointer below the fault's frame), the jump leaves that handler, so its
+/// entry goes. (A jump within the handler itself loses the entry too: a
+/// dump from there then reports its own signal.) Signal-safe.
+pub fn leaving_handler() {
+    let tid = gettid();
+    let marker = 0u8;
+    let sp = &raw const marker as usize;
+    for e in &TABLE {
+        if e.tid.load(Ordering::Acquire) == tid {
+            let uc = e.uc.load(Ordering::Acquire);
+            if uc != 0 && sp < uc {
+                e.uc.store(0, Ordering::Release);
+                e.tid.store(0, Ordering::Release);
+            }
         }
     }
 }
@@ -155,23 +210,28 @@ fn outer(tid: i32, sp: usize, mask: &libc::sigset_t) -> Option<(c_int, *mut sigi
     let uc = e.uc.load(Ordering::Acquire);
     let info = e.info.load(Ordering::Relaxed);
     let sig = e.sig.load(Ordering::Relaxed);
-    if uc == 0 || !(sp < uc && uc - sp <= MAX_NESTING) || !(uc < info && info - uc <= MAX_FRAME) {
+    if uc == 0 || !(sp < uc && uc - sp <= MAX_NESTING) || !(sp < info && info.abs_diff(uc) <= MAX_FRAME) {
         return None;
     }
     // SAFETY: a valid sigset_t and signal number.
     if e.blocked.load(Ordering::Relaxed) && unsafe { libc::sigismember(mask, sig) } != 1 {
         return None;
     }
-    // SAFETY: `uc` and `info` lie in the frame of the fault this thread is
-    // handling: above our stack pointer (so that memory is live stack), the
-    // signal still blocked as in its handler (a `siglongjmp` out restores
-    // the mask), laid out as a signal frame. The signal number must match.
-    unsafe {
+    // SAFETY: `uc` and `info` lie above our stack pointer, within a signal
+    // frame's reach of each other: live stack memory of this thread.
+    let now = unsafe {
         if (*(info as *const siginfo_t)).si_signo != sig || !fp_state_in_frame(uc) {
             return None;
         }
-    }
-    Some((sig, info as *mut siginfo_t, uc as *mut c_void))
+        snapshot(info as *const siginfo_t, uc as *mut c_void)
+    };
+    let then = (
+        e.code.load(Ordering::Relaxed),
+        e.addr.load(Ordering::Relaxed),
+        e.pc.load(Ordering::Relaxed),
+        e.sp.load(Ordering::Relaxed),
+    );
+    (now == then).then_some((sig, info as *mut siginfo_t, uc as *mut c_void))
 }
 
 /// Whether the floating-point state a ucontext points to lies just above it
@@ -234,16 +294,22 @@ pub(crate) unsafe fn offer(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) ->
     // on this thread (it gave up with abort(), say).
     let registered = if nested { 0 } else { FIRST_CHANCE.load(Ordering::SeqCst) };
     if registered != 0 {
-        let _inside = Inside::enter(tid, sig, info, uc, true);
+        // SAFETY: kernel-provided arguments.
+        let entry = unsafe { enter(tid, sig, info, uc, true) };
         // SAFETY: the app registered this function with this signature.
         let f: FirstChanceHandler = unsafe { core::mem::transmute(registered) };
         // SAFETY: kernel-provided arguments, per the contract.
-        if unsafe { f(sig, info, uc) } != 0 {
+        let handled = unsafe { f(sig, info, uc) } != 0;
+        leave(entry);
+        if handled {
             return true;
         }
     }
     // SAFETY: `info` is the kernel-provided siginfo.
-    if unsafe { (*info).si_code } <= 0 {
+    if unsafe { (*info).si_code } <= 0 || nested {
+        // Sent by a process (dump first), or a new fault inside a handler
+        // we called first (reported as itself; offering it back to an
+        // `SA_NODEFER` handler would recurse until the stack is gone).
         return false;
     }
     let Some(i) = chain::index(sig) else { return false };
@@ -254,22 +320,30 @@ pub(crate) unsafe fn offer(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) ->
     if saved.action.sa_flags & libc::SA_RESETHAND != 0 {
         chain::reset_one_shot(i, saved.action.sa_sigaction);
     }
-    {
-        let blocked = crate::handler::blocks_itself(sig, &saved.action);
-        let _inside = (!nested).then(|| Inside::enter(tid, sig, info, uc, blocked));
-        // SAFETY: per the contract; the app installed this handler for `sig`.
-        unsafe { crate::handler::call_action(sig, info, uc, &saved.action) };
-    }
-    if !nested && sys::is_pending(sig) {
-        // It gave up by raising the signal again (after resetting it to
-        // SIG_DFL, typically): still blocked, that signal comes once we
-        // return, when this fault's frame is gone. Report the fault now;
-        // the raised signal then finds the dump taken and ends the process.
+    let blocked = crate::handler::blocks_itself(sig, &saved.action);
+    // SAFETY: kernel-provided arguments.
+    let entry = unsafe { enter(tid, sig, info, uc, blocked) };
+    // SAFETY: per the contract; the app installed this handler for `sig`.
+    unsafe { crate::handler::call_action(sig, info, uc, &saved.action) };
+    leave(entry);
+    if sys::is_pending(sig) {
+        // It gave up by raising the signal again (after resetting it,
+        // typically): still blocked, that signal comes once we return, when
+        // this fault's frame is gone. Report the fault now; the raised
+        // signal then finds the dump taken, runs what the app set for it
+        // and ends the process.
         // SAFETY: the fault's own kernel-provided arguments.
-        unsafe { dump_fault(sig, info, uc, tid) };
+        if unsafe { dump_fault(sig, info, uc, tid) } {
+            GAVE_UP.store(tid, Ordering::SeqCst);
+        }
     }
     true
 }
+
+/// The thread whose handler gave up by raising its signal after we dumped
+/// its fault (see [`offer`]): the raised signal is then chained like any
+/// signal after a dump.
+pub(crate) static GAVE_UP: AtomicI32 = AtomicI32::new(0);
 
 /// Dump the fault (`sig`, `info`, `uc`) from normal or signal context
 /// outside `handle_signal`, taking the one-crash gate. If another thread
@@ -299,18 +373,31 @@ unsafe fn dump_fault(sig: c_int, info: *mut siginfo_t, uc: *mut c_void, tid: i32
 }
 
 /// Called when the process exits (an `atexit` hook, and libcrashmon's
-/// interposed `_exit`/`_Exit`): if this thread is inside a handler we
-/// called first (it gave up on a fault and exits the process), report that
-/// fault before the process exits. Returns whether a dump was written.
+/// interposed `exit`/`_exit`/`_Exit`): if this thread is inside a handler
+/// we called first (it gave up on a fault and exits the process), report
+/// that fault before the process exits. If another thread is being dumped
+/// right now, wait (bounded) for its dump and its re-raise, which ends the
+/// process by its crash signal: an exit must not cut a dump short or hide
+/// the crash. Returns whether this thread wrote a dump.
 pub fn report_before_exit() -> bool {
     let tid = gettid();
     let marker = 0u8;
     let sp = &raw const marker as usize;
     let mask = sys::current_mask();
-    let Some((sig, info, uc)) = outer(tid, sp, &mask) else { return false };
-    // SAFETY: `outer` checked that this is the live frame of the fault this
-    // thread is still handling.
-    unsafe { dump_fault(sig, info, uc, tid) }
+    if let Some((sig, info, uc)) = outer(tid, sp, &mask) {
+        // SAFETY: `outer` checked that this is the live frame of the fault
+        // this thread is still handling.
+        return unsafe { dump_fault(sig, info, uc, tid) };
+    }
+    let owner = CRASHING_TID.load(Ordering::SeqCst);
+    if owner != 0 && owner != tid && getpid() == INSTALL_PID.load(Ordering::SeqCst) {
+        let budget = u64::from(REPLY_TIMEOUT_MS.load(Ordering::SeqCst)) + 2_000;
+        sys::futex_wait(&DUMP_DONE, 0, budget);
+        // The dumping thread re-raises its signal right after; give it
+        // the moment it needs to end the process.
+        sys::futex_wait(&DUMP_DONE, 1, 1_000);
+    }
+    false
 }
 
 /// [`report_before_exit`] as an `atexit` hook.

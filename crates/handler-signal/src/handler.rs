@@ -168,6 +168,22 @@ unsafe fn is_stack_overflow(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) -
 /// # Safety
 /// `uc` is the signal's ucontext.
 #[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn program_counter(uc: *mut c_void) -> u64 {
+    // SAFETY: per the contract.
+    unsafe { (*uc.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RIP as usize] as u64 }
+}
+
+/// # Safety
+/// `uc` is the signal's ucontext.
+#[cfg(target_arch = "aarch64")]
+pub(crate) unsafe fn program_counter(uc: *mut c_void) -> u64 {
+    // SAFETY: per the contract.
+    unsafe { (*uc.cast::<libc::ucontext_t>()).uc_mcontext.pc }
+}
+
+/// # Safety
+/// `uc` is the signal's ucontext.
+#[cfg(target_arch = "x86_64")]
 pub(crate) unsafe fn stack_pointer(uc: *mut c_void) -> u64 {
     // SAFETY: per the contract.
     unsafe { (*uc.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RSP as usize] as u64 }
@@ -233,6 +249,13 @@ extern "C-unwind" fn handle_signal(sig: c_int, info: *mut siginfo_t, uc: *mut c_
             sys::futex_wait(&DUMP_DONE, 0, budget);
             sys::futex_wait(&DUMP_DONE, 1, 2_000);
         }
+        if owner == tid && first::GAVE_UP.load(Ordering::SeqCst) == tid {
+            // The signal an app handler raised after giving up on a fault
+            // we have dumped (see `first::offer`): chain as after any dump.
+            // SAFETY: kernel-provided arguments.
+            unsafe { restore_and_reraise(sig, info, uc, true) };
+            return;
+        }
         // A crash inside our own handler, or the dumping thread is stuck.
         // SAFETY: kernel-provided arguments. Not "dumped": the saved
         // handler must not run a second time, so go straight to default.
@@ -277,7 +300,12 @@ unsafe fn report_ignored_abort(sig: c_int, info: *mut siginfo_t, uc: *mut c_void
     let (rsig, rinfo, ruc) = unsafe { first::outer_fault(tid, uc) }.unwrap_or((sig, info, uc));
     // SAFETY: we won the gate; valid frame per the contract.
     unsafe { report_crash(rsig, rinfo, ruc, tid) };
+    // Wake threads that crashed meanwhile (they end the process by their
+    // own signal), then give the gate back.
+    DUMP_DONE.store(1, Ordering::SeqCst);
+    sys::futex_wake_all(&DUMP_DONE);
     CRASHING_TID.store(0, Ordering::SeqCst);
+    DUMP_DONE.store(0, Ordering::SeqCst);
 }
 
 /// Fill the crash context, send it to the monitor and wait for its reply.

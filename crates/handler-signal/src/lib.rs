@@ -38,7 +38,7 @@ use libc::c_int;
 
 pub use altstack::{AltStack, ensure_alt_stack};
 pub use chain::{SignalFlavor, real_sigaction, resolve_real_sigaction, set_interposition, sigaction, signal};
-pub use first::{FirstChanceHandler, report_before_exit, set_first_chance_handler};
+pub use first::{FirstChanceHandler, leaving_handler, report_before_exit, set_first_chance_handler};
 pub use handler::copy_float_state;
 pub use reply::{Reply, wait_reply_into};
 pub use sys::{getpid, gettid, set_ptracer};

@@ -38,6 +38,12 @@
  *                SIG_DFL internally, behind any interposition).
  *       "kill-ignored"  signal(SIGABRT, SIG_IGN), then kill(getpid(),
  *                SIGABRT): ignored; prints "survived" and exits 0.
+ *       "stale-nodefer"  as "stale", with the SIGSEGV handler set with
+ *                SA_NODEFER and every signal blocked in the SIGTERM
+ *                handler (so neither the mask nor the stack position tells
+ *                the stale entry apart).
+ *       "threads-exit"  4 threads write to 0x1234 at once; each handler
+ *                calls exit(4).
  *
  * Built with -DWITH_CRASHMON and -lcrashmon it calls crashmon_init first;
  * without, run it under `crashmon run`. Exits 222 if it failed to crash. */
@@ -49,6 +55,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <pthread.h>
 #include <unistd.h>
 #ifdef WITH_CRASHMON
 #include "crashmon.h"
@@ -75,8 +82,11 @@ static volatile int zero, seven = 7;
 
 static void on_segv(int sig, siginfo_t *info, void *uc) {
     (void)uc;
-    if (strcmp(mode, "stale") == 0) {
+    if (strncmp(mode, "stale", 5) == 0) {
         siglongjmp(probe_env, 1);
+    }
+    if (strcmp(mode, "threads-exit") == 0) {
+        exit(4);
     }
     if (strcmp(mode, "raise") == 0) {
         say("app handler raises\n");
@@ -145,13 +155,26 @@ static void on_term(int sig) {
     exit(0);
 }
 
-static void onstack(int sig, void (*handler)(int)) {
+static void onstack(int sig, void (*handler)(int), int block_all) {
     struct sigaction act;
     memset(&act, 0, sizeof act);
     act.sa_handler = handler;
     act.sa_flags = SA_ONSTACK;
-    sigemptyset(&act.sa_mask);
+    if (block_all) {
+        sigfillset(&act.sa_mask);
+    } else {
+        sigemptyset(&act.sa_mask);
+    }
     sigaction(sig, &act, NULL);
+}
+
+static pthread_barrier_t start_line;
+
+static void *fault_at_once(void *arg) {
+    (void)arg;
+    pthread_barrier_wait(&start_line);
+    *(volatile int *)0x1234 = 1;
+    return NULL;
 }
 
 static void guard_writes(void) {
@@ -202,7 +225,7 @@ int main(int argc, char **argv) {
     struct sigaction act;
     memset(&act, 0, sizeof act);
     act.sa_sigaction = on_segv;
-    act.sa_flags = SA_SIGINFO;
+    act.sa_flags = SA_SIGINFO | (strcmp(mode, "stale-nodefer") == 0 ? SA_NODEFER : 0);
     sigemptyset(&act.sa_mask);
     if (sigaction(SIGSEGV, &act, NULL) != 0) {
         return 1;
@@ -211,12 +234,24 @@ int main(int argc, char **argv) {
         guard_writes();
         return 0;
     }
-    if (strcmp(mode, "stale") == 0) {
-        onstack(SIGUSR1, on_usr1);
-        onstack(SIGTERM, on_term);
+    if (strncmp(mode, "stale", 5) == 0) {
+        int nodefer = strcmp(mode, "stale-nodefer") == 0;
+        onstack(SIGUSR1, on_usr1, 0);
+        onstack(SIGTERM, on_term, nodefer);
         raise(SIGUSR1);
         raise(SIGTERM);
         return 1;
+    }
+    if (strcmp(mode, "threads-exit") == 0) {
+        pthread_t threads[4];
+        pthread_barrier_init(&start_line, NULL, 4);
+        for (int i = 0; i < 4; i++) {
+            pthread_create(&threads[i], NULL, fault_at_once, NULL);
+        }
+        for (int i = 0; i < 4; i++) {
+            pthread_join(threads[i], NULL);
+        }
+        return 222;
     }
     if (strcmp(mode, "exit-no-altstack") == 0) {
         stack_t off;
