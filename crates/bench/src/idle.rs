@@ -15,7 +15,7 @@ fn micro(handler: bool, iters: usize, db: &std::path::Path) -> anyhow::Result<BT
     let mut cmd = Command::new(util::bin("bench-app")?);
     cmd.args(["--mode", "micro", "--iters", &iters.to_string()])
         .env("CRASHMON_DATABASE", db)
-        .env("CRASHMON_MONITOR", util::bin("crashmon")?);
+        .env("CRASHMON_MONITOR", util::bin(util::MONITOR)?);
     if !handler {
         cmd.arg("--no-handler");
     }
@@ -64,7 +64,7 @@ pub fn handler_idle(opts: Opts) -> anyhow::Result<()> {
         &["what", "median", "p99"],
         &[
             vec![
-                "install() incl. sidecar spawn (hello queued, answer not awaited)".into(),
+                "install() incl. sidecar spawn and handshake (default: waits for the HelloAck)".into(),
                 format!("{:.2} ms", im / 1e3),
                 format!("{:.2} ms", ip / 1e3),
             ],

@@ -4,9 +4,13 @@
 //! `crashmon-bench <bench>... [--runs N | --smoke]`, `all` for every bench:
 //!
 //! - `crash-to-exit`: process start to death by SIGSEGV, with the dump
-//!   durable on disk, for (a) no handler, (b) crashmon (sidecar monitor),
+//!   durable on disk, for (a) no handler, (b) crashmon (sidecar monitor:
+//!   the lean `crashmon-monitor`, as the handler finds it when installed;
+//!   (b'') the whole `crashmon` CLI as the sidecar, for comparison),
 //!   (c) Embark's crash-handler + minidumper; interleaved round by round so
-//!   machine noise hits all three alike. Prints median, p90, p99, ratios.
+//!   machine noise hits all of them alike. Prints median, p90, p99, ratios.
+//! - `exec-time`: exec to exit of `crashmon-monitor --version` against
+//!   `crashmon --version`, a small Rust binary and `/bin/true`.
 //! - `crash-profile`: where crashmon's crash-to-exit time goes, step by step.
 //! - `scaling`: crash-to-dump time and dump size vs threads and heap.
 //! - `handler-idle`: install time, memory per thread, annotate/breadcrumb ns.
@@ -16,6 +20,7 @@
 //!
 //! `--smoke` runs a short version of each (CI runs `all --smoke`).
 
+mod exec;
 mod idle;
 mod many;
 mod profile;
@@ -55,22 +60,32 @@ enum Variant {
     /// crashmon with `wait_for_monitor: false` (install() does not wait for
     /// the sidecar's start).
     CrashmonNoWait,
+    /// crashmon with the whole `crashmon` CLI as the sidecar (what the
+    /// handler spawned before `crashmon-monitor` existed).
+    CrashmonCli,
     Embark,
 }
 
 impl Variant {
-    const ALL: [Variant; 4] = [Variant::Plain, Variant::Crashmon, Variant::CrashmonNoWait, Variant::Embark];
+    const ALL: [Variant; 5] =
+        [Variant::Plain, Variant::Crashmon, Variant::CrashmonNoWait, Variant::CrashmonCli, Variant::Embark];
     fn label(self) -> &'static str {
         match self {
             Variant::Plain => "(a) no handler",
-            Variant::Crashmon => "(b) crashmon",
+            Variant::Crashmon => "(b) crashmon (sidecar crashmon-monitor)",
             Variant::CrashmonNoWait => "(b') crashmon, wait_for_monitor: false",
+            Variant::CrashmonCli => "(b'') crashmon, whole `crashmon` CLI as sidecar",
             Variant::Embark => "(c) crash-handler + minidumper",
         }
     }
 
     fn is_crashmon(self) -> bool {
-        matches!(self, Variant::Crashmon | Variant::CrashmonNoWait)
+        matches!(self, Variant::Crashmon | Variant::CrashmonNoWait | Variant::CrashmonCli)
+    }
+
+    /// The sidecar executable of a crashmon variant.
+    fn monitor(self) -> &'static str {
+        if self == Variant::CrashmonCli { "crashmon" } else { util::MONITOR }
     }
 }
 
@@ -96,9 +111,11 @@ fn run_once(dir: &Path, variant: Variant, work: &Path) -> anyhow::Result<Duratio
             c.args(["--crash", "segv", "--no-handler"]);
             c
         }
-        Variant::Crashmon | Variant::CrashmonNoWait => {
+        Variant::Crashmon | Variant::CrashmonNoWait | Variant::CrashmonCli => {
             let mut c = Command::new(dir.join("crasher"));
-            c.args(["--crash", "segv"]).env("CRASHMON_DATABASE", work).env("CRASHMON_MONITOR", dir.join("crashmon"));
+            c.args(["--crash", "segv"])
+                .env("CRASHMON_DATABASE", work)
+                .env("CRASHMON_MONITOR", dir.join(variant.monitor()));
             if variant == Variant::CrashmonNoWait {
                 c.arg("--no-wait-for-monitor");
             }
@@ -172,7 +189,7 @@ fn ms(d: Duration) -> f64 {
 fn crash_to_exit(opts: util::Opts) -> anyhow::Result<()> {
     let runs = opts.runs(100, 3);
     let dir = util::bin_dir()?;
-    for name in ["crasher", "crashmon", "embark-crasher"] {
+    for name in ["crasher", "crashmon", util::MONITOR, "embark-crasher"] {
         if !dir.join(name).is_file() {
             bail!(
                 "{} is missing; build with: cargo build --release -p crashmon -p crashmon-test-support -p crashmon-bench",
@@ -217,6 +234,7 @@ fn crash_to_exit(opts: util::Opts) -> anyhow::Result<()> {
 
 const BENCHES: &[&str] = &[
     "crash-to-exit",
+    "exec-time",
     "crash-profile",
     "scaling",
     "handler-idle",
@@ -229,6 +247,7 @@ const BENCHES: &[&str] = &[
 fn run(name: &str, opts: util::Opts) -> anyhow::Result<()> {
     match name {
         "crash-to-exit" => crash_to_exit(opts),
+        "exec-time" => exec::exec_time(opts),
         "crash-profile" => profile::crash_profile(opts),
         "scaling" => scaling::scaling(opts),
         "handler-idle" => idle::handler_idle(opts),

@@ -29,7 +29,7 @@ fn run_once(db: &std::path::Path) -> anyhow::Result<Vec<(String, f64)>> {
     let mut cmd = Command::new(util::bin("crasher")?);
     cmd.args(["--crash", "segv"])
         .env("CRASHMON_DATABASE", db)
-        .env("CRASHMON_MONITOR", util::bin("crashmon")?)
+        .env("CRASHMON_MONITOR", util::bin(util::MONITOR)?)
         .env("CRASHMON_LOG", DEBUG_LOG)
         .env("CRASHER_TIMELINE", "1");
     let spawned = secs_in_minute(SystemTime::now());

@@ -31,7 +31,9 @@ fn run(threads: usize, heap_mb: usize, crashmon: bool, db: &Path) -> anyhow::Res
     let mut cmd = Command::new(util::bin("bench-app")?);
     cmd.args(["--threads", &threads.to_string(), "--heap-mb", &heap_mb.to_string()]);
     if crashmon {
-        cmd.env("CRASHMON_DATABASE", db).env("CRASHMON_MONITOR", util::bin("crashmon")?).env("CRASHMON_LOG", DEBUG_LOG);
+        cmd.env("CRASHMON_DATABASE", db)
+            .env("CRASHMON_MONITOR", util::bin(util::MONITOR)?)
+            .env("CRASHMON_LOG", DEBUG_LOG);
     } else {
         cmd.arg("--no-handler");
     }

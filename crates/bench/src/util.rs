@@ -31,6 +31,10 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
     Ok(exe.parent().context("exe dir")?.to_path_buf())
 }
 
+/// The sidecar monitor the handler finds when crashmon is installed: the
+/// lean `crashmon-monitor` (the `crashmon` CLI is its fallback).
+pub const MONITOR: &str = "crashmon-monitor";
+
 /// Path of a sibling binary, which must exist.
 pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
     let p = bin_dir()?.join(name);

@@ -17,6 +17,17 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "crashmon", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
+    /// The flags every subcommand takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The global flags, shared by the `crashmon` CLI and `crashmon-monitor`.
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
     /// Configuration file [default: $CRASHMON_CONFIG, else $XDG_CONFIG_HOME/crashmon/config.toml if it exists]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -32,9 +43,23 @@ pub struct Cli {
     /// When to use colour on stdout
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
-    /// What to do
-    #[command(subcommand)]
-    pub command: Command,
+}
+
+/// `crashmon-monitor`: the monitor alone, in a smaller executable whose
+/// exec costs ~0.8 ms less than the whole CLI's (the handler's sidecar,
+/// started on an app's critical path). Same flags, configuration, logging and exit
+/// codes as `crashmon monitor`; a leading `monitor` word is accepted, so
+/// both executables take the same command line.
+#[derive(Debug, Parser)]
+#[command(name = "crashmon-monitor", version, long_about = None)]
+#[command(about = "crashmon's monitor alone: captures crashes of connected apps (same as `crashmon monitor`)")]
+pub struct MonitorCli {
+    /// The flags every subcommand takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The monitor's own flags.
+    #[command(flatten)]
+    pub args: cmd::monitor::Args,
 }
 
 /// Colour choice.
@@ -110,6 +135,30 @@ pub struct Context {
     /// The validated settings (flag > env > config file > default), with
     /// where each came from. Read the subcommand's own flags first.
     pub config: Arc<config::Config>,
+    /// Which executable runs: the whole CLI or the lean monitor (which has
+    /// none of the other subcommands, e.g. the symbolication child's).
+    pub program: Program,
+}
+
+/// The executable running, of the two this package builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// `crashmon`: every subcommand.
+    Cli,
+    /// `crashmon-monitor`: `monitor` only.
+    Monitor,
+}
+
+/// File name of the whole CLI.
+pub const CLI_EXE: &str = "crashmon";
+/// File name of the lean monitor executable.
+pub const MONITOR_EXE: &str = "crashmon-monitor";
+
+/// The monitor executable to hand to the handler (`CRASHMON_MONITOR`) of
+/// an app that `exe` (the running `crashmon`) starts: `crashmon-monitor`
+/// next to it when it is there (it starts faster), else `exe` itself.
+pub fn monitor_exe_beside(exe: &std::path::Path) -> PathBuf {
+    exe.parent().map(|d| d.join(MONITOR_EXE)).filter(|p| p.is_file()).unwrap_or_else(|| exe.to_path_buf())
 }
 
 impl Context {
@@ -130,11 +179,11 @@ impl Context {
     }
 }
 
-fn init_logging(cli: &Cli) {
-    let default = if cli.quiet {
+fn init_logging(global: &GlobalArgs) {
+    let default = if global.quiet {
         "error"
     } else {
-        match cli.verbose {
+        match global.verbose {
             0 => "warn",
             1 => "info",
             2 => "debug",
@@ -154,18 +203,31 @@ fn init_logging(cli: &Cli) {
         .try_init();
 }
 
-/// Parse the command line, run, and turn the outcome into an exit code.
-pub fn main_impl() -> ExitCode {
-    let parsed = Cli::command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
-    let (cli, matches) = match parsed {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
-        }
-    };
-    init_logging(&cli);
-    let database = cli.database.clone().map(|value| {
+/// Parse the command line with `T`'s parser; on a parse error (or
+/// `--help`/`--version`) the exit code to return.
+fn parse<T: CommandFactory + FromArgMatches>(
+    argv: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<(T, clap::ArgMatches), ExitCode> {
+    let parsed = T::command().try_get_matches_from(argv).and_then(|m| T::from_arg_matches(&m).map(|t| (t, m)));
+    parsed.map_err(|e| {
+        let _ = e.print();
+        ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK })
+    })
+}
+
+/// What every entry point does before its command: logging, then the
+/// validated configuration (flag > env > file > default) made global, then
+/// the [`Context`]. `load_config: false` (for `config check`, which reports
+/// on a file itself) skips the file. On an invalid configuration, prints
+/// the error and returns the usage exit code.
+fn start(
+    global: &GlobalArgs,
+    matches: &clap::ArgMatches,
+    load_config: bool,
+    program: Program,
+) -> Result<Context, ExitCode> {
+    init_logging(global);
+    let database = global.database.clone().map(|value| {
         let origin = match matches.value_source("database") {
             Some(clap::parser::ValueSource::EnvVariable) => {
                 config::Origin::Env { name: crashmon_database::DATABASE_ENV.into() }
@@ -174,29 +236,56 @@ pub fn main_impl() -> ExitCode {
         };
         config::Setting { value, origin }
     });
-    // `config check` reports on a file itself; everything else needs a
-    // valid configuration before it does anything.
-    let config = if matches!(cli.command, Command::Config(cmd::config::ConfigCommand::Check(_))) {
-        config::Config { database: database.clone(), ..Default::default() }
-    } else {
-        match config::load(cli.config.as_deref(), database) {
+    let config = if load_config {
+        match config::load(global.config.as_deref(), database) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("crashmon: error: {e}");
-                return ExitCode::from(exit::USAGE);
+                return Err(ExitCode::from(exit::USAGE));
             }
         }
+    } else {
+        config::Config { database: database.clone(), ..Default::default() }
     };
     let config = Arc::new(config);
     config::set_global(config.clone());
-    let ctx = Context {
+    Ok(Context {
         database: config.database.as_ref().map(|s| s.value.clone()),
-        color: cli.color.enabled(),
-        quiet: cli.quiet,
+        color: global.color.enabled(),
+        quiet: global.quiet,
         config,
+        program,
+    })
+}
+
+/// A command's outcome as the process's exit code (errors printed).
+fn finish(result: anyhow::Result<u8>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = exit::code_of(&e);
+            eprintln!("crashmon: error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// `crashmon`: parse the command line, run, and turn the outcome into an
+/// exit code.
+pub fn main_impl() -> ExitCode {
+    let (cli, matches) = match parse::<Cli>(std::env::args_os()) {
+        Ok(v) => v,
+        Err(code) => return code,
     };
-    let config_flag = cli.config.clone();
-    let result = match cli.command {
+    // `config check` reports on a file itself; everything else needs a
+    // valid configuration before it does anything.
+    let load_config = !matches!(cli.command, Command::Config(cmd::config::ConfigCommand::Check(_)));
+    let ctx = match start(&cli.global, &matches, load_config, Program::Cli) {
+        Ok(ctx) => ctx,
+        Err(code) => return code,
+    };
+    let config_flag = cli.global.config.clone();
+    finish(match cli.command {
         Command::Monitor(args) => cmd::monitor::run(&ctx, args),
         Command::Demo(args) => cmd::demo::run(&ctx, args),
         Command::List(args) => cmd::reports::list(&ctx, args),
@@ -212,15 +301,27 @@ pub fn main_impl() -> ExitCode {
         Command::Config(c) => cmd::config::run(&ctx, c, config_flag.as_deref()),
         Command::Doctor(args) => cmd::doctor::run(&ctx, args),
         Command::DoctorPtracee => cmd::doctor::ptracee_main(),
-    };
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            let code = exit::code_of(&e);
-            eprintln!("crashmon: error: {e:#}");
-            ExitCode::from(code)
-        }
+    })
+}
+
+/// `crashmon-monitor`: exactly `crashmon monitor` (same flags, start-up and
+/// exit codes), without linking the other subcommands. A `monitor` word
+/// right after the program name is skipped, so the handler can give either
+/// executable the same arguments.
+pub fn monitor_main() -> ExitCode {
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "monitor") {
+        argv.remove(1);
     }
+    let (cli, matches) = match parse::<MonitorCli>(argv) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let ctx = match start(&cli.global, &matches, true, Program::Monitor) {
+        Ok(ctx) => ctx,
+        Err(code) => return code,
+    };
+    finish(cmd::monitor::run(&ctx, cli.args))
 }
 
 /// Write to stdout; a closed pipe (`crashmon list | head`) is not an error.

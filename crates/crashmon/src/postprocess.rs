@@ -14,8 +14,8 @@ use crashmon_database::{Database, ReportId, ReportState, SymbolicationStatus};
 use crashmon_monitor::AfterCapture;
 use nix::sys::resource::{Resource, setrlimit};
 
-use crate::Context;
 use crate::exit::{self, WithCode};
+use crate::{Context, Program};
 
 /// Address-space limit of the symbolication child.
 const MEMORY_LIMIT: u64 = 8 << 30;
@@ -68,7 +68,11 @@ pub struct PostProcess {
 
 #[derive(Debug)]
 struct Shared {
-    exe: PathBuf,
+    /// The `crashmon` CLI that runs the child, or why it was not found
+    /// (looked up again for each report until found).
+    cli: Mutex<Result<PathBuf, String>>,
+    /// Which executable this monitor is.
+    program: Program,
     upload: Option<(crashmon_uploader::Target, crashmon_uploader::UploadOptions)>,
     options: PostProcessOptions,
     last_prune: Mutex<Option<Instant>>,
@@ -83,16 +87,22 @@ struct Shared {
 }
 
 impl PostProcess {
-    /// Use the running `crashmon` executable as the child; upload to
-    /// `upload` afterwards when given.
+    /// Run the child with the `crashmon` CLI ([`find_cli`]); upload to
+    /// `upload` afterwards when given. A CLI that cannot be found fails
+    /// only the symbolication of each report (recorded in its metadata).
     pub fn new(
         upload: Option<(crashmon_uploader::Target, crashmon_uploader::UploadOptions)>,
         options: PostProcessOptions,
-    ) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("cannot find the crashmon executable")?;
-        Ok(PostProcess {
+        program: Program,
+    ) -> Self {
+        let cli = find_cli(program);
+        if let Err(e) = &cli {
+            tracing::debug!("{e}");
+        }
+        PostProcess {
             shared: Arc::new(Shared {
-                exe,
+                cli: Mutex::new(cli),
+                program,
                 upload,
                 options,
                 last_prune: Mutex::new(None),
@@ -104,7 +114,7 @@ impl PostProcess {
             }),
             queue: Mutex::new(None),
             worker: Mutex::new(None),
-        })
+        }
     }
 
     /// The queue, starting the worker on first use.
@@ -218,6 +228,15 @@ impl Shared {
         }
     }
 
+    /// The `crashmon` CLI for the child; looked up again while not found.
+    fn cli(&self) -> Result<PathBuf, String> {
+        let mut cli = self.cli.lock().unwrap_or_else(|e| e.into_inner());
+        if cli.is_err() {
+            *cli = find_cli(self.program);
+        }
+        cli.clone()
+    }
+
     /// Whether a child that wrote its report is still building symbol
     /// tables.
     fn builder_running(&self) -> bool {
@@ -236,7 +255,8 @@ impl Shared {
     /// tables are built after a later report of them.
     fn run_child(self: &Arc<Self>, db: &Database, id: ReportId) -> Result<(), String> {
         let started = Instant::now();
-        let mut child = Command::new(&self.exe);
+        let exe = self.cli()?;
+        let mut child = Command::new(&exe);
         if let Some(f) = &crate::config::global().file {
             // The child reads the monitor's configuration ([symbols]).
             child.arg("--config").arg(std::path::absolute(&f.value).unwrap_or_else(|_| f.value.clone()));
@@ -251,7 +271,7 @@ impl Shared {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start the symbolication child: {e}"))?;
+            .map_err(|e| format!("cannot start the symbolication child {}: {e}", exe.display()))?;
         // Read stderr on a thread so a chatty child cannot block on a full pipe.
         let stderr = child.stderr.take();
         let reader = std::thread::spawn(move || {
@@ -350,6 +370,40 @@ impl Shared {
             Err(e) => tracing::warn!("cannot watch the symbol table builder: {e}"),
         }
     }
+}
+
+/// The `crashmon` CLI, which has the child's `__symbolicate-report`
+/// command: the running executable if it is the CLI; for
+/// `crashmon-monitor`, `crashmon` next to it (the same installation), else
+/// `crashmon` on `PATH`. The error names where it looked.
+fn find_cli(program: Program) -> Result<PathBuf, String> {
+    let me = std::env::current_exe();
+    if program == Program::Cli {
+        return me.map_err(|e| format!("cannot find the running crashmon executable: {e}"));
+    }
+    let beside = me.as_ref().ok().and_then(|me| me.parent()).map(|d| d.join(crate::CLI_EXE));
+    if let Some(p) = beside.as_ref().filter(|p| p.is_file()) {
+        return Ok(p.clone());
+    }
+    let on_path = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(|d| d.join(crate::CLI_EXE))
+        .find(|p| p.is_file());
+    on_path.ok_or_else(|| match beside {
+        Some(p) => format!(
+            "cannot find the `crashmon` CLI to symbolicate with: not at {} and not on PATH \
+             (install it next to {}; the report stays unsymbolicated)",
+            p.display(),
+            crate::MONITOR_EXE
+        ),
+        None => format!(
+            "cannot find the `crashmon` CLI to symbolicate with: not on PATH \
+             (install it next to {}; the report stays unsymbolicated)",
+            crate::MONITOR_EXE
+        ),
+    })
 }
 
 /// What the child prints on stdout once the report is stored.

@@ -11,9 +11,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Path of a binary built in this workspace's target directory (`crashmon`,
-/// `crasher`). `cargo test --workspace` builds both before running tests; a
-/// test run on its own (`cargo test -p crashmon-e2e`) builds a missing one
-/// with the cargo that runs it.
+/// `crashmon-monitor`, `crasher`). `cargo test --workspace` builds them
+/// before running tests; a test run on its own (`cargo test -p
+/// crashmon-e2e`) builds a missing one with the cargo that runs it.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test-binary> -> target/<profile>/<name>
@@ -28,7 +28,7 @@ pub fn bin(name: &str) -> PathBuf {
 
 fn build_bin(name: &str, release: bool) {
     let package = match name {
-        "crashmon" => "crashmon",
+        "crashmon" | "crashmon-monitor" => "crashmon",
         "crasher" => "crashmon-test-support",
         _ => return,
     };

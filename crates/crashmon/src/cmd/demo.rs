@@ -71,7 +71,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
         .arg(args.crash.name())
         .args(args.target.to_args())
         .env(crashmon_database::DATABASE_ENV, &db_path)
-        .env(crashmon_handler::MONITOR_ENV, &exe)
+        .env(crashmon_handler::MONITOR_ENV, crate::monitor_exe_beside(&exe))
         .stdin(Stdio::null())
         .spawn()
         .context("cannot start the demo app")?;

@@ -120,7 +120,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     };
     let config = MonitorConfig {
         database: db,
-        after_capture: Some(Arc::new(crate::postprocess::PostProcess::new(upload, post)?)),
+        after_capture: Some(Arc::new(crate::postprocess::PostProcess::new(upload, post, ctx.program))),
         max_clients: cfg.monitor.max_clients.value,
         watchdog,
         fault: crashmon_monitor::Fault::from_env(),

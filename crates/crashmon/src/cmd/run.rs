@@ -81,7 +81,9 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<u8> {
         // from its environment first: the monitor and the program's own
         // children inherit LD_PRELOAD but stay unhandled.
         .env("CRASHMON_PRELOAD", "1")
-        .env(crashmon_handler::MONITOR_ENV, &exe)
+        // Its sidecar: `crashmon-monitor` next to this executable when it
+        // is there (it starts faster), else this executable.
+        .env(crashmon_handler::MONITOR_ENV, crate::monitor_exe_beside(&exe))
         .env(crashmon_database::DATABASE_ENV, &db_path)
         .exec();
     Err(anyhow::anyhow!("cannot run {}: {err}", program.to_string_lossy())).code(exit::FAILURE)
