@@ -149,7 +149,9 @@ impl Shared {
     fn skip(&self, db: &Database, id: ReportId, why: &str) {
         let n = self.skipped.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::warn!(report = %id, skipped = n, "symbolication skipped: {why}");
-        let reason = format!("skipped: {why}; `crashmon show` symbolicates it on demand");
+        let reason = format!(
+            "skipped: {why}; `crashmon symbolicate` on its dump (or `crashmon show ID` with symbol options) symbolicates it"
+        );
         self.record_symbolication(db, id, SymbolicationStatus::Failed { reason });
     }
 
