@@ -225,6 +225,19 @@ fn the_lean_monitor_fails_like_crashmon_monitor() {
         }
         assert!(!socket.exists() && !db.exists(), "{name}: nothing created");
     }
+    // Global options before the `monitor` word, as `crashmon --config F -v
+    // monitor ...` takes them; a flag's value "monitor" is not the word.
+    let global_first =
+        [os("--config"), config.as_os_str(), os("-v"), os("monitor"), os("--socket"), socket.as_os_str()];
+    for exe in ["crashmon", "crashmon-monitor"] {
+        let out = run(&bin(exe), h, &global_first);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{exe}: {err}");
+        assert!(err.contains("unknown field"), "{exe} read the config file: {err}");
+    }
+    let value = run(&bin("crashmon-monitor"), h, &[os("--database"), os("monitor"), os("--client-fd"), os("97")]);
+    let err = String::from_utf8_lossy(&value.stderr).into_owned();
+    assert!(err.contains("--client-fd 97"), "`--database monitor` is a value, not the word: {err}");
 }
 
 /// `--version` and `--help` of the lean monitor: exit 0, its own name, the

@@ -156,9 +156,10 @@ pub const MONITOR_EXE: &str = "crashmon-monitor";
 
 /// The monitor executable to hand to the handler (`CRASHMON_MONITOR`) of
 /// an app that `exe` (the running `crashmon`) starts: `crashmon-monitor`
-/// next to it when it is there (it starts faster), else `exe` itself.
+/// next to it when it is there (it starts faster) and not a stale build,
+/// else `exe` itself (see `crashmon_handler::find_monitor_in`).
 pub fn monitor_exe_beside(exe: &std::path::Path) -> PathBuf {
-    exe.parent().map(|d| d.join(MONITOR_EXE)).filter(|p| p.is_file()).unwrap_or_else(|| exe.to_path_buf())
+    exe.parent().and_then(crashmon_handler::find_monitor_in).unwrap_or_else(|| exe.to_path_buf())
 }
 
 impl Context {
@@ -310,8 +311,8 @@ pub fn main_impl() -> ExitCode {
 /// executable the same arguments.
 pub fn monitor_main() -> ExitCode {
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if argv.get(1).is_some_and(|a| a == "monitor") {
-        argv.remove(1);
+    if let Some(i) = monitor_word(&argv) {
+        argv.remove(i);
     }
     let (cli, matches) = match parse::<MonitorCli>(argv) {
         Ok(v) => v,
@@ -322,6 +323,26 @@ pub fn monitor_main() -> ExitCode {
         Err(code) => return code,
     };
     finish(cmd::monitor::run(&ctx, cli.args))
+}
+
+/// Where `crashmon-monitor`'s command line has the optional `monitor`
+/// word: after the global options only (`--config F -v monitor ...`, as
+/// `crashmon --config F -v monitor ...`), never a flag's value.
+fn monitor_word(argv: &[std::ffi::OsString]) -> Option<usize> {
+    let mut i = 1;
+    while let Some(arg) = argv.get(i).and_then(|a| a.to_str()) {
+        match arg {
+            "monitor" => return Some(i),
+            "--config" | "--database" | "--color" => i += 2,
+            "-q" | "--quiet" | "--verbose" => i += 1,
+            a if a.starts_with("--config=") || a.starts_with("--database=") || a.starts_with("--color=") => i += 1,
+            a if a.len() > 1 && a.starts_with('-') && !a.starts_with("--") && a[1..].chars().all(|c| c == 'v') => {
+                i += 1
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Write to stdout; a closed pipe (`crashmon list | head`) is not an error.

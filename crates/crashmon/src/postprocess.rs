@@ -273,7 +273,11 @@ impl Shared {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start the symbolication child {}: {e}", exe.display()))?;
+            .map_err(|e| {
+                // Moved or uninstalled since it was found: look again next time.
+                *self.cli.lock().unwrap_or_else(|e| e.into_inner()) = Err(e.to_string());
+                format!("cannot start the symbolication child {}: {e}", exe.display())
+            })?;
         // Read stderr on a thread so a chatty child cannot block on a full pipe.
         let stderr = child.stderr.take();
         let reader = std::thread::spawn(move || {
@@ -327,7 +331,7 @@ impl Shared {
         use std::os::unix::process::ExitStatusExt;
         Err(match status.signal() {
             Some(sig) => format!("symbolication child killed by signal {sig} (memory or CPU limit?) {last}"),
-            None => format!("symbolication failed: {last}"),
+            None => format!("symbolication failed ({}): {last}", exe.display()),
         })
     }
 
@@ -390,7 +394,8 @@ fn find_cli(program: Program) -> Result<PathBuf, String> {
     let on_path = std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
-        .filter(|d| !d.as_os_str().is_empty())
+        // Relative entries would depend on the app's working directory.
+        .filter(|d| d.is_absolute())
         .map(|d| d.join(crate::CLI_EXE))
         .find(|p| p.is_file());
     on_path.ok_or_else(|| match beside {

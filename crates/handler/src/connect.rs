@@ -82,22 +82,49 @@ fn find_monitor_exe(explicit: Option<&Path>) -> Result<PathBuf, InstallError> {
     search_monitor_exe(me.as_deref(), std::env::var_os("PATH").as_deref()).ok_or(InstallError::MonitorNotFound)
 }
 
-/// Next to `me` (the current executable): `crashmon-monitor`, then
-/// `crashmon` (which is `me` itself when the app is the `crashmon` CLI, as
-/// for `crashmon demo`); then in each `PATH` directory in order,
-/// `crashmon-monitor` before `crashmon`, so a pair installed together is
+/// Next to `me` (the current executable): [`find_monitor_in`] its
+/// directory (which gives `me` itself when the app is the `crashmon` CLI,
+/// as for `crashmon demo`), else `me` if it is `crashmon`; then each
+/// absolute `PATH` directory in order, so a pair installed together is
 /// used together.
 fn search_monitor_exe(me: Option<&Path>, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
-    let in_dir = |dir: &Path| MONITOR_EXES.iter().map(|name| dir.join(name)).find(|p| p.is_file());
     if let Some(me) = me {
-        if let Some(found) = me.parent().and_then(in_dir) {
+        if let Some(found) = me.parent().and_then(find_monitor_in) {
             return Some(found);
         }
         if me.file_name().is_some_and(|n| n == "crashmon") {
             return Some(me.to_path_buf());
         }
     }
-    path.into_iter().flat_map(std::env::split_paths).filter(|d| !d.as_os_str().is_empty()).find_map(|d| in_dir(&d))
+    // Relative entries would depend on the app's working directory.
+    path.into_iter().flat_map(std::env::split_paths).filter(|d| d.is_absolute()).find_map(|d| find_monitor_in(&d))
+}
+
+/// A lean `crashmon-monitor` older than the `crashmon` beside it by more
+/// than this is a build left behind (a developer rebuilt only `crashmon`):
+/// the CLI is used instead. Installed pairs are copied together.
+const STALE_LEAN_BUILD: Duration = Duration::from_secs(5);
+
+/// The monitor executable in `dir`: `crashmon-monitor` (it starts faster),
+/// unless the `crashmon` there is newer by more than a few seconds (a stale
+/// lean build), then `crashmon`. Only executable regular files count.
+pub fn find_monitor_in(dir: &Path) -> Option<PathBuf> {
+    let [lean, cli] = MONITOR_EXES.map(|name| dir.join(name)).map(|p| executable(&p).map(|m| (p, m)));
+    match (lean, cli) {
+        (Some((lean, lean_time)), Some((cli, cli_time))) => {
+            let stale = cli_time.duration_since(lean_time).is_ok_and(|d| d > STALE_LEAN_BUILD);
+            Some(if stale { cli } else { lean })
+        }
+        (Some((lean, _)), None) => Some(lean),
+        (None, cli) => cli.map(|(cli, _)| cli),
+    }
+}
+
+/// The modification time of `path` if it is an executable regular file.
+fn executable(path: &Path) -> Option<std::time::SystemTime> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).ok()?;
+    (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then(|| meta.modified().ok()).flatten()
 }
 
 fn spawn(exe: Option<&Path>, args: &[std::ffi::OsString], config: &HandlerConfig) -> Result<Connected, InstallError> {
@@ -199,9 +226,12 @@ mod tests {
             std::fs::create_dir_all(&d).unwrap();
             Dir(d)
         }
+        /// An executable file `name`.
         fn file(&self, name: &str) -> PathBuf {
+            use std::os::unix::fs::PermissionsExt;
             let p = self.0.join(name);
             std::fs::write(&p, b"").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
             p
         }
     }
@@ -253,5 +283,29 @@ mod tests {
         assert_eq!(search_monitor_exe(Some(&me), Some(&path)), Some(first_lean));
         let empty = Dir::new("empty");
         assert_eq!(search_monitor_exe(Some(&me), Some(&path_of(&[&empty]))), None);
+    }
+
+    #[test]
+    fn a_stale_or_non_executable_lean_monitor_is_passed_over() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = Dir::new("stale");
+        let cli = dir.file("crashmon");
+        let lean = dir.file("crashmon-monitor");
+        assert_eq!(find_monitor_in(&dir.0), Some(lean.clone()), "a pair installed together");
+        // Left behind by an older build: the CLI beside it is a minute newer.
+        let old = std::time::SystemTime::now() - Duration::from_secs(60);
+        std::fs::File::options().write(true).open(&lean).unwrap().set_modified(old).unwrap();
+        assert_eq!(find_monitor_in(&dir.0), Some(cli.clone()));
+        // Not executable: not a candidate at all.
+        let other = Dir::new("noexec");
+        let lean = other.file("crashmon-monitor");
+        std::fs::set_permissions(&lean, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(find_monitor_in(&other.0), None);
+        let cli = other.file("crashmon");
+        assert_eq!(find_monitor_in(&other.0), Some(cli));
+        // Relative PATH entries are not searched.
+        let app = Dir::new("rel");
+        let me = app.file("app");
+        assert_eq!(search_monitor_exe(Some(&me), Some(std::ffi::OsStr::new("relative/bin"))), None);
     }
 }

@@ -22,6 +22,7 @@
 mod attach;
 mod breadcrumbs;
 mod connect;
+pub use connect::find_monitor_in;
 mod filter;
 mod request;
 mod signal;
