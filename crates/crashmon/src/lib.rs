@@ -156,10 +156,21 @@ pub const MONITOR_EXE: &str = "crashmon-monitor";
 
 /// The monitor executable to hand to the handler (`CRASHMON_MONITOR`) of
 /// an app that `exe` (the running `crashmon`) starts: `crashmon-monitor`
-/// next to it when it is there (it starts faster) and not a stale build,
-/// else `exe` itself (see `crashmon_handler::find_monitor_in`).
+/// next to it (it starts faster; see `crashmon_handler::find_monitor_in`),
+/// else `exe` itself. A `crashmon-monitor` older than `exe` by more than a
+/// minute is a build left behind (`cargo run -p crashmon` rebuilds only
+/// `crashmon`): `exe` is used, so a demo never runs a stale monitor.
 pub fn monitor_exe_beside(exe: &std::path::Path) -> PathBuf {
-    exe.parent().and_then(crashmon_handler::find_monitor_in).unwrap_or_else(|| exe.to_path_buf())
+    const STALE: std::time::Duration = std::time::Duration::from_secs(60);
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match exe.parent().and_then(crashmon_handler::find_monitor_in) {
+        Some(lean) if lean.file_name().is_some_and(|n| n == MONITOR_EXE) => {
+            let stale = matches!((modified(&lean), modified(exe)), (Some(l), Some(e))
+                if e.duration_since(l).is_ok_and(|d| d > STALE));
+            if stale { exe.to_path_buf() } else { lean }
+        }
+        _ => exe.to_path_buf(),
+    }
 }
 
 impl Context {

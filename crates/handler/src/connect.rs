@@ -100,24 +100,10 @@ fn search_monitor_exe(me: Option<&Path>, path: Option<&std::ffi::OsStr>) -> Opti
     path.into_iter().flat_map(std::env::split_paths).filter(|d| d.is_absolute()).find_map(|d| find_monitor_in(&d))
 }
 
-/// A lean `crashmon-monitor` older than the `crashmon` beside it by more
-/// than this is a build left behind (a developer rebuilt only `crashmon`):
-/// the CLI is used instead. Installed pairs are copied together.
-const STALE_LEAN_BUILD: Duration = Duration::from_secs(5);
-
-/// The monitor executable in `dir`: `crashmon-monitor` (it starts faster),
-/// unless the `crashmon` there is newer by more than a few seconds (a stale
-/// lean build), then `crashmon`. Only executable regular files count.
+/// The monitor executable in `dir`: `crashmon-monitor` (it starts
+/// faster), else `crashmon`. Only executable regular files count.
 pub fn find_monitor_in(dir: &Path) -> Option<PathBuf> {
-    let [lean, cli] = MONITOR_EXES.map(|name| dir.join(name)).map(|p| executable(&p).map(|m| (p, m)));
-    match (lean, cli) {
-        (Some((lean, lean_time)), Some((cli, cli_time))) => {
-            let stale = cli_time.duration_since(lean_time).is_ok_and(|d| d > STALE_LEAN_BUILD);
-            Some(if stale { cli } else { lean })
-        }
-        (Some((lean, _)), None) => Some(lean),
-        (None, cli) => cli.map(|(cli, _)| cli),
-    }
+    MONITOR_EXES.iter().map(|name| dir.join(name)).find(|p| executable(p).is_some())
 }
 
 /// The modification time of `path` if it is an executable regular file.
@@ -286,24 +272,14 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_or_non_executable_lean_monitor_is_passed_over() {
+    fn a_non_executable_lean_monitor_and_relative_path_entries_are_passed_over() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = Dir::new("stale");
-        let cli = dir.file("crashmon");
+        let dir = Dir::new("noexec");
         let lean = dir.file("crashmon-monitor");
-        assert_eq!(find_monitor_in(&dir.0), Some(lean.clone()), "a pair installed together");
-        // Left behind by an older build: the CLI beside it is a minute newer.
-        let old = std::time::SystemTime::now() - Duration::from_secs(60);
-        std::fs::File::options().write(true).open(&lean).unwrap().set_modified(old).unwrap();
-        assert_eq!(find_monitor_in(&dir.0), Some(cli.clone()));
-        // Not executable: not a candidate at all.
-        let other = Dir::new("noexec");
-        let lean = other.file("crashmon-monitor");
         std::fs::set_permissions(&lean, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(find_monitor_in(&other.0), None);
-        let cli = other.file("crashmon");
-        assert_eq!(find_monitor_in(&other.0), Some(cli));
-        // Relative PATH entries are not searched.
+        assert_eq!(find_monitor_in(&dir.0), None);
+        let cli = dir.file("crashmon");
+        assert_eq!(find_monitor_in(&dir.0), Some(cli));
         let app = Dir::new("rel");
         let me = app.file("app");
         assert_eq!(search_monitor_exe(Some(&me), Some(std::ffi::OsStr::new("relative/bin"))), None);
