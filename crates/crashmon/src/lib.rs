@@ -204,14 +204,20 @@ fn init_logging(global: &GlobalArgs) {
     };
     // minidump-writer logs every mapping without a build id ([heap],
     // [stack], ...) as a warning: expected, so quiet unless asked for.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CRASHMON_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{default},minidump_writer=error,goblin=error"))
-    });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
+    let filter: tracing_subscriber::filter::Targets = std::env::var("CRASHMON_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| format!("{default},minidump_writer=error,goblin=error").parse().expect("a valid default"));
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_target(false),
+        )
         .try_init();
 }
 
