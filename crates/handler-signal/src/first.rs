@@ -100,8 +100,9 @@ static RECLAIM_FROM: AtomicU32 = AtomicU32::new(0);
 /// How far above the stack pointer of code nested in a handler the fault's
 /// frame may be (the handler's own frames, on any stack).
 const MAX_NESTING: usize = 1 << 20;
-/// How far above a signal frame's `ucontext` its siginfo and its
-/// floating-point state may be (the x86-64 XSAVE area is at most a few KiB).
+/// How far from a signal frame's `ucontext` its siginfo (above it on
+/// x86-64, below on aarch64) and its floating-point state may be (the
+/// x86-64 XSAVE area is at most a few KiB).
 const MAX_FRAME: usize = 64 << 10;
 
 /// What a signal frame says about its fault: `si_code`, `si_addr`, pc and
