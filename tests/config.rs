@@ -12,17 +12,7 @@ use crashmon_test_support::{KillOnDrop, bin, wait_for, wait_timeout};
 /// A `crashmon` command isolated from the caller's environment: no
 /// database, upload target or configuration from outside the test.
 fn crashmon(home: &Path) -> Command {
-    let mut cmd = Command::new(bin("crashmon"));
-    cmd.env_remove("CRASHMON_DATABASE")
-        .env_remove("CRASHMON_UPLOAD")
-        .env_remove("CRASHMON_CONFIG")
-        .env_remove("CRASHMON_LOG")
-        .env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join("xdg-config"))
-        .env("XDG_DATA_HOME", home.join("xdg-data"))
-        .env("XDG_RUNTIME_DIR", home.join("run"))
-        .stdin(Stdio::null());
-    cmd
+    crashmon_test_support::isolated_command(&bin("crashmon"), home)
 }
 
 /// Run with a 20 s cap; returns the output and the wall time.

@@ -165,17 +165,8 @@ fn without_the_crashmon_cli_the_report_is_filed_unsymbolicated_with_the_reason()
 /// Run `exe args...` isolated from the caller's crashmon environment, with
 /// a 20 s cap.
 fn run(exe: &Path, home: &Path, args: &[&std::ffi::OsStr]) -> Output {
-    let mut child = Command::new(exe)
+    let mut child = crashmon_test_support::isolated_command(exe, home)
         .args(args)
-        .env_remove("CRASHMON_DATABASE")
-        .env_remove("CRASHMON_UPLOAD")
-        .env_remove("CRASHMON_CONFIG")
-        .env_remove("CRASHMON_LOG")
-        .env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join("xdg-config"))
-        .env("XDG_DATA_HOME", home.join("xdg-data"))
-        .env("XDG_RUNTIME_DIR", home.join("run"))
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

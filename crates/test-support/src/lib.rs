@@ -50,6 +50,23 @@ pub fn cargo_build(args: &[&str], release: bool) -> bool {
     cmd.status().is_ok_and(|s| s.success())
 }
 
+/// A command for `exe` isolated from the caller's crashmon environment:
+/// no database, upload target, configuration or log filter from outside
+/// the test; `HOME` and the XDG directories under `home`; stdin null.
+pub fn isolated_command(exe: &Path, home: &Path) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.env_remove("CRASHMON_DATABASE")
+        .env_remove("CRASHMON_UPLOAD")
+        .env_remove("CRASHMON_CONFIG")
+        .env_remove("CRASHMON_LOG")
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("xdg-config"))
+        .env("XDG_DATA_HOME", home.join("xdg-data"))
+        .env("XDG_RUNTIME_DIR", home.join("run"))
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// Wait for `child` at most `timeout`; `None` if it is still running (it is
 /// then killed and reaped, so no test leaves processes behind).
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
