@@ -68,8 +68,8 @@ pub struct PostProcess {
 
 #[derive(Debug)]
 struct Shared {
-    /// The `crashmon` CLI that runs the child, or why it was not found
-    /// (looked up again for each report until found).
+    /// The `crashmon` CLI that runs the child, or why it was not (yet)
+    /// found (looked up for each report until found).
     cli: Mutex<Result<PathBuf, String>>,
     /// Which executable this monitor is.
     program: Program,
@@ -95,13 +95,11 @@ impl PostProcess {
         options: PostProcessOptions,
         program: Program,
     ) -> Self {
-        let cli = find_cli(program);
-        if let Err(e) = &cli {
-            tracing::debug!("{e}");
-        }
         PostProcess {
             shared: Arc::new(Shared {
-                cli: Mutex::new(cli),
+                // Looked up at the first report, not on the sidecar's
+                // start-up (the path of a crash right after install()).
+                cli: Mutex::new(Err("not looked up yet".into())),
                 program,
                 upload,
                 options,
@@ -230,7 +228,8 @@ impl Shared {
         }
     }
 
-    /// The `crashmon` CLI for the child; looked up again while not found.
+    /// The `crashmon` CLI for the child; looked up at first use, and again
+    /// while not found.
     fn cli(&self) -> Result<PathBuf, String> {
         let mut cli = self.cli.lock().unwrap_or_else(|e| e.into_inner());
         if cli.is_err() {
