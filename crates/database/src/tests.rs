@@ -203,9 +203,13 @@ fn abandon_removes_the_partial_dump() {
     let f = fixture();
     let dump = f.db.begin_dump().unwrap();
     let path = dump.path.clone();
+    let json = path.with_extension("json");
     assert!(path.exists());
+    assert_eq!(fs::read(&json).unwrap(), b"", "begin_dump creates the empty metadata file");
     f.db.abandon_dump(dump).unwrap();
     assert!(!path.exists());
+    assert!(!json.exists(), "the empty metadata file goes with the dump");
+    assert_eq!(names(&f.db.root().join("new")), Vec::<String>::new());
     assert!(f.db.list().unwrap().is_empty());
 }
 
@@ -227,8 +231,10 @@ fn sweep_removes_partial_files_and_old_leftovers() {
     fs::write(&orphan, b"{}").unwrap();
 
     assert_eq!(f.db.sweep_new().unwrap().removed, 2);
-    let live_name = format!("{}.dmp", live.id);
-    assert_eq!(names(&f.db.root().join("new")), vec![live_name, "junk.tmp".to_owned()]);
+    // (begin_dump creates the dump's empty metadata file with it.)
+    let mut live_names = vec![format!("{}.dmp", live.id), format!("{}.json", live.id), "junk.tmp".to_owned()];
+    live_names.sort();
+    assert_eq!(names(&f.db.root().join("new")), live_names);
     drop(live);
     assert!(orphan.exists(), "a fresh orphan may be a commit in progress");
 
@@ -754,17 +760,20 @@ fn a_dump_whose_metadata_cannot_be_read_is_kept() {
     let mut unreadable = f.db.begin_dump().unwrap();
     unreadable.file.write_all(b"MDMP").unwrap();
     let unreadable_id = unreadable.id;
+    fs::remove_file(root.join(format!("new/{unreadable_id}.json"))).unwrap();
     fs::create_dir(root.join(format!("new/{unreadable_id}.json"))).unwrap();
     f.db.store_attachment(unreadable_id, &src, 100).unwrap();
     // Unknown too: no metadata in new/, but pending/<id>.json unreadable.
     let mut moved = f.db.begin_dump().unwrap();
     moved.file.write_all(b"MDMP").unwrap();
     let moved_id = moved.id;
+    fs::remove_file(root.join(format!("new/{moved_id}.json"))).unwrap();
     fs::create_dir(root.join(format!("pending/{moved_id}.json"))).unwrap();
     // Partial: no metadata at all.
     let mut partial = f.db.begin_dump().unwrap();
     partial.file.write_all(b"MDMP").unwrap();
     let partial_id = partial.id;
+    fs::remove_file(root.join(format!("new/{partial_id}.json"))).unwrap();
     f.db.store_attachment(partial_id, &src, 100).unwrap();
     // Partial: metadata of another id.
     let mut other = f.db.begin_dump().unwrap();

@@ -2,10 +2,13 @@
 //!
 //! This is the only place in crashmon that stops and reads another process.
 //! minidump-writer stops the process (SIGSTOP), attaches to every thread,
-//! writes the dump and, when its writer is dropped, detaches and continues
-//! the process again.
+//! builds the dump and, when its writer is dropped, detaches and continues
+//! the process again. The dump is built in memory (minidump-writer keeps a
+//! whole copy there anyway) and written to its file afterwards in one
+//! write: no file I/O while the target is stopped, and ~90 small
+//! `write`/`lseek` calls fewer.
 
-use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
 use std::time::Duration;
 
 use minidump_writer::crash_context::CrashContext;
@@ -96,10 +99,44 @@ pub struct CaptureOptions {
 /// What was captured.
 #[derive(Debug, Clone)]
 pub struct Capture {
-    /// Bytes written.
-    pub size: u64,
+    /// The minidump.
+    pub bytes: Vec<u8>,
     /// Threads in the dump's thread list.
     pub threads: u32,
+}
+
+/// A `Write + Seek` destination that keeps nothing: minidump-writer
+/// builds the whole dump in its own buffer and returns it, and insists on
+/// copying each stream to a destination as it goes.
+#[derive(Debug, Default)]
+struct Discard {
+    pos: u64,
+    /// How far anything was written: where `SeekFrom::End` counts from.
+    len: u64,
+}
+
+impl Write for Discard {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pos += buf.len() as u64;
+        self.len = self.len.max(self.pos);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for Discard {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let pos = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = pos.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        Ok(self.pos)
+    }
 }
 
 /// How long to wait for the target to stop before dumping anyway
@@ -145,17 +182,17 @@ fn proc_state(path: &str, buf: &mut [u8]) -> Option<u8> {
     text.get(close + 2).copied()
 }
 
-/// Write a minidump of `pid`, blaming `tid`, with the crash context the
-/// handler sent (raw bytes of `crash_context::CrashContext`, or `None` for a
-/// dump without a signal context).
+/// Capture a minidump of `pid` in memory, blaming `tid`, with the crash
+/// context the handler sent (raw bytes of `crash_context::CrashContext`, or
+/// `None` for a dump without a signal context). The process runs again
+/// (minus the threads it had stopped itself) when this returns.
 ///
 /// A dump in which not a single thread could be attached is not a dump:
 /// ptrace was refused, and the error says why ([`CaptureError::PtraceRefused`]).
-pub fn write_minidump(
+pub fn capture_minidump(
     pid: i32,
     tid: i32,
     context: Option<&[u8]>,
-    out: &mut File,
     options: &CaptureOptions,
 ) -> Result<Capture, CaptureError> {
     let mut config = MinidumpWriterConfig::new(pid, tid);
@@ -186,12 +223,29 @@ pub fn write_minidump(
     // writer always SIGCONTs the process when it is dropped, even on error.)
     let stopped = stop_and_wait(pid, STOP_TIMEOUT);
     config.stop_timeout(if stopped { STOP_TIMEOUT } else { Duration::ZERO });
-    let written = config.write(out).map_err(|e| CaptureError::Writer { pid, source: Box::new(e) })?;
-    let threads = crate::diagnose::thread_count(&written).unwrap_or(0);
+    let bytes = config.write(&mut Discard::default()).map_err(|e| CaptureError::Writer { pid, source: Box::new(e) })?;
+    let threads = crate::diagnose::thread_count(&bytes).unwrap_or(0);
     if threads == 0 {
         // minidump-writer has detached and continued the process by now.
         return Err(CaptureError::PtraceRefused { pid, refusal: crate::diagnose::PtraceRefusal::probe(pid, tid) });
     }
-    let size = out.metadata().map(|m| m.len()).unwrap_or(0);
-    Ok(Capture { size, threads })
+    Ok(Capture { bytes, threads })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discard_tracks_the_position_like_a_file() {
+        let mut d = Discard::default();
+        d.write_all(b"0123456789").unwrap();
+        assert_eq!(d.stream_position().unwrap(), 10);
+        assert_eq!(d.seek(SeekFrom::Start(4)).unwrap(), 4);
+        d.write_all(b"ab").unwrap();
+        assert_eq!(d.seek(SeekFrom::Current(-3)).unwrap(), 3);
+        assert!(d.seek(SeekFrom::Current(-4)).is_err(), "before the start");
+        assert_eq!(d.stream_position().unwrap(), 3, "a failed seek moves nothing");
+        assert_eq!(d.seek(SeekFrom::End(-1)).unwrap(), 9, "the end is the furthest write");
+    }
 }

@@ -1,7 +1,7 @@
 //! Connection handling.
 
 use std::collections::BTreeMap;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -696,21 +696,31 @@ impl<'a> Connection<'a> {
             }));
         }
         let started = std::time::Instant::now();
-        let result = db.begin_dump().map_err(|e| (capture::error_chain(&e), db_errno(&e))).and_then(|mut new| {
-            metadata.id = new.id;
-            // A panic's handler sends a SIGABRT context of the panicking
-            // thread (issue 4, A4), so its dump's exception says SIGABRT.
-            let context = (req.kind == proto::CrashKind::Signal
-                || (req.kind == proto::CrashKind::Panic && !req.context.is_empty()))
-            .then_some(req.context);
+        // A panic's handler sends a SIGABRT context of the panicking thread
+        // (issue 4, A4), so its dump's exception says SIGABRT.
+        let context = (req.kind == proto::CrashKind::Signal
+            || (req.kind == proto::CrashKind::Panic && !req.context.is_empty()))
+        .then_some(req.context);
+        // The dump's files are created on another thread while this one
+        // captures (in memory): neither waits for the other's directory
+        // updates and ptrace stops.
+        let (new, captured) = std::thread::scope(|scope| {
+            let files = scope.spawn(|| db.begin_dump());
             let t0 = std::time::Instant::now();
             if let Some(w) = &self.config.watchdog {
                 w.begin(pid);
             }
             let t1 = std::time::Instant::now();
+            if matches!(self.config.fault, Some(Fault::DieMidDump | Fault::SlowDump)) {
+                // Wait or die with the dump's (empty) files in new/, as a
+                // monitor in the middle of a dump would.
+                while !files.is_finished() {
+                    std::thread::yield_now();
+                }
+            }
             inject(self.config, Fault::SlowDump, pid);
             inject(self.config, Fault::DieMidDump, pid);
-            let captured = capture::write_minidump(pid, tid, context, &mut new.file, &options.capture);
+            let captured = capture::capture_minidump(pid, tid, context, &options.capture);
             if let Some(w) = &self.config.watchdog {
                 w.end(pid);
             }
@@ -719,12 +729,30 @@ impl<'a> Connection<'a> {
                 write_us = t1.elapsed().as_micros() as u64,
                 "captured"
             );
-            match captured {
-                Ok(c) => {
-                    metadata.dump_size = Some(c.size);
-                    if let Some(cap) = options.capture.max_dump_size.filter(|&cap| c.size > cap) {
-                        tracing::warn!(pid, size = c.size, cap, threads = c.threads, "the dump exceeds its size cap");
-                    }
+            let new = files.join().unwrap_or_else(|_| {
+                Err(crashmon_database::DbError::Io {
+                    op: "create",
+                    path: db.root().join("new"),
+                    source: std::io::Error::other("the thread creating the dump file panicked"),
+                })
+            });
+            (new, captured)
+        });
+        let result = new.map_err(|e| (capture::error_chain(&e), db_errno(&e))).and_then(|mut new| {
+            metadata.id = new.id;
+            let stored = captured.map_err(|e| (capture::error_chain(&e), e.errno())).and_then(|c| {
+                let size = c.bytes.len() as u64;
+                if let Some(cap) = options.capture.max_dump_size.filter(|&cap| size > cap) {
+                    tracing::warn!(pid, size, cap, threads = c.threads, "the dump exceeds its size cap");
+                }
+                new.file.write_all(&c.bytes).map(|()| size).map_err(|e| {
+                    let e = crashmon_database::DbError::Io { op: "write", path: new.path.clone(), source: e };
+                    (capture::error_chain(&e), db_errno(&e))
+                })
+            });
+            match stored {
+                Ok(size) => {
+                    metadata.dump_size = Some(size);
                     metadata.attachments = self.copy_attachments(db, new.id);
                     inject(self.config, Fault::DieBeforePublish, pid);
                     // Durable before the reply; published after it.
@@ -737,7 +765,7 @@ impl<'a> Connection<'a> {
                     if let Err(ae) = db.abandon_dump(new) {
                         tracing::warn!("cannot remove the partial dump: {ae}");
                     }
-                    Err((capture::error_chain(&e), e.errno()))
+                    Err(e)
                 }
             }
         });
