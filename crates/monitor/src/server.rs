@@ -113,8 +113,9 @@ pub struct MonitorConfig {
     pub after_capture: Option<Arc<dyn AfterCapture>>,
     /// Most clients served at once on a shared socket; more are refused.
     pub max_clients: usize,
-    /// Resumes a stopped app if this monitor dies mid-dump.
-    pub watchdog: Option<Arc<crate::watchdog::Watchdog>>,
+    /// Resumes a stopped app if this monitor dies mid-dump (forked at
+    /// once, or after the first `HelloAck`; see [`crate::watchdog::Slot`]).
+    pub watchdog: Option<Arc<crate::watchdog::Slot>>,
     /// Test-only fault injection (see [`Fault`]); `None` in production.
     pub fault: Option<Fault>,
     /// Dump size cap, filters, attachment limits.
@@ -531,7 +532,13 @@ impl<'a> Connection<'a> {
                 }
                 self.greeted = true;
                 tracing::debug!(pid = self.peer_pid, "hello");
-                self.send(&proto::Message::HelloAck(proto::HelloAck { monitor_pid: std::process::id() }))
+                let ok = self.send(&proto::Message::HelloAck(proto::HelloAck { monitor_pid: std::process::id() }));
+                // A deferred watchdog is forked now, while the app goes on
+                // (and before it can request a dump).
+                if let Some(w) = &self.config.watchdog {
+                    w.get();
+                }
+                ok
             }
             proto::Message::DumpRequest(req) => {
                 if !self.greeted {
@@ -707,7 +714,7 @@ impl<'a> Connection<'a> {
         let (new, captured) = std::thread::scope(|scope| {
             let files = scope.spawn(|| db.begin_dump());
             let t0 = std::time::Instant::now();
-            if let Some(w) = &self.config.watchdog {
+            if let Some(w) = self.config.watchdog.as_deref().and_then(|w| w.get()) {
                 w.begin(pid);
             }
             let t1 = std::time::Instant::now();
@@ -721,7 +728,7 @@ impl<'a> Connection<'a> {
             inject(self.config, Fault::SlowDump, pid);
             inject(self.config, Fault::DieMidDump, pid);
             let captured = capture::capture_minidump(pid, tid, context, &options.capture);
-            if let Some(w) = &self.config.watchdog {
+            if let Some(w) = self.config.watchdog.as_deref().and_then(|w| w.get()) {
                 w.end(pid);
             }
             tracing::debug!(

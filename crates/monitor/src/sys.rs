@@ -37,12 +37,13 @@ pub fn owned_from_inherited(fd: RawFd) -> Option<OwnedFd> {
 }
 
 /// Fork the dump watchdog (see [`crate::watchdog`]). Returns the write end
-/// of its pipe and its pid. Must be called while the process has a single
-/// thread: the child runs only raw system calls and never returns.
+/// of its pipe and its pid. The child runs only raw, async-signal-safe
+/// system calls and never returns, so other threads of this process (and
+/// the locks they may hold) do not matter.
 pub(crate) fn fork_watchdog() -> std::io::Result<(OwnedFd, i32)> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    // SAFETY: fork in a single-threaded process (the caller's contract); the
-    // child only calls async-signal-safe functions and _exit.
+    // SAFETY: the child only calls async-signal-safe functions and _exit
+    // (valid after a fork even in a multi-threaded process).
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(std::io::Error::last_os_error());

@@ -10,12 +10,16 @@
 //! a dump, `-PID` after. When the pipe reaches end-of-file (the monitor is
 //! gone, however it died) it sends SIGCONT to every pid still in progress;
 //! the app then sees its connection closed and dies by its own signal.
+//! A sidecar forks it right after its `HelloAck` ([`Slot::deferred`]):
+//! the fork then overlaps with the app's own work instead of delaying the
+//! handshake of an app that may be about to crash; it is always there
+//! before the first dump, which only a greeted client can request.
 //!
 //! The child runs only raw system calls and the allocation-free [`Tracker`].
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// The monitor's side: the write end of the watchdog's pipe.
 #[derive(Debug)]
@@ -25,7 +29,8 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    /// Fork the watchdog. Call this before the process starts any thread.
+    /// Fork the watchdog. The child runs only raw system calls, so this may
+    /// be called at any time, but before the first dump.
     pub fn fork() -> std::io::Result<Watchdog> {
         let (pipe, pid): (OwnedFd, i32) = crate::sys::fork_watchdog()?;
         Ok(Watchdog { pipe: Mutex::new(std::fs::File::from(pipe)), pid })
@@ -51,6 +56,42 @@ impl Watchdog {
     /// Announce that `pid` is no longer being dumped.
     pub fn end(&self, pid: i32) {
         self.send(&format!("-{pid}\n"));
+    }
+}
+
+/// A watchdog forked at once or at first use; a failed fork is logged
+/// once and leaves the slot empty (dumps still work, unguarded).
+#[derive(Debug)]
+pub struct Slot {
+    cell: OnceLock<Option<Watchdog>>,
+}
+
+impl Slot {
+    /// Fork the watchdog now.
+    pub fn now() -> Slot {
+        let slot = Slot::deferred();
+        slot.get();
+        slot
+    }
+
+    /// Fork the watchdog at the first [`get`](Self::get).
+    pub fn deferred() -> Slot {
+        Slot { cell: OnceLock::new() }
+    }
+
+    /// The watchdog, forked now if it was not yet.
+    pub fn get(&self) -> Option<&Watchdog> {
+        self.cell
+            .get_or_init(|| match Watchdog::fork() {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot start the dump watchdog ({e}); a monitor crash mid-dump could leave an app stopped"
+                    );
+                    None
+                }
+            })
+            .as_ref()
     }
 }
 
@@ -181,5 +222,19 @@ mod tests {
         drop(w);
         assert!(until("S"), "the watchdog resumed the victim (state {:?})", state());
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(wpid), None);
+    }
+
+    /// A deferred slot forks nothing until asked, then exactly once; the
+    /// watchdog it forks exits when its pipe closes.
+    #[test]
+    fn a_deferred_slot_forks_once_at_first_use() {
+        let slot = Slot::deferred();
+        assert!(slot.cell.get().is_none(), "nothing forked yet");
+        let pid = slot.get().expect("forked").pid();
+        assert_eq!(slot.get().map(Watchdog::pid), Some(pid), "the same watchdog again");
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "the watchdog runs");
+        drop(slot);
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 0));
     }
 }

@@ -56,14 +56,14 @@ pub fn default_socket() -> Option<PathBuf> {
 /// Run the monitor until its client leaves (sidecar) or forever (socket).
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     tracing::debug!("monitor starting");
-    // The watchdog is forked while this process still has one thread.
-    let watchdog = match crashmon_monitor::watchdog::Watchdog::fork() {
-        Ok(w) => Some(Arc::new(w)),
-        Err(e) => {
-            tracing::warn!("cannot start the dump watchdog ({e}); a monitor crash mid-dump could leave an app stopped");
-            None
-        }
-    };
+    // A sidecar forks its watchdog after its HelloAck, off the handshake of
+    // an app that may be crashing right now; a shared monitor forks it now,
+    // before any connection.
+    let watchdog = Some(Arc::new(if args.client_fd.is_some() {
+        crashmon_monitor::watchdog::Slot::deferred()
+    } else {
+        crashmon_monitor::watchdog::Slot::now()
+    }));
     // A shared monitor stops gracefully on SIGTERM/SIGINT: block them before
     // any thread starts, so that only the signal thread takes them.
     let term = if args.client_fd.is_none() {
