@@ -433,3 +433,42 @@ fn b11_crash_loop_keeps_database_and_memory_bounded() {
     assert!(crashmon_test_support::process_alive(monitor.pid() as i32), "never restarted");
     assert!(log.contains("retention applied"), "pruned");
 }
+
+/// A publish that fails (an injected I/O error after the dump was made
+/// durable in `new/`) is retried by the running shared monitor: the report
+/// reaches `pending/` and is post-processed without waiting for a restart,
+/// exactly once, and later crashes publish as usual.
+#[test]
+fn a_failed_publish_is_retried_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let monitor = Monitor::start(dir.path(), &[], |cmd| {
+        cmd.env("CRASHMON_FAULT_INJECT", "fail-publish");
+    });
+    monitor.crash(&[]);
+    let dumps = wait_for(Duration::from_secs(20), || {
+        let d = monitor.files("pending", "dmp");
+        (!d.is_empty()).then_some(d)
+    })
+    .expect("the report was published by a retry");
+    let log = monitor.log();
+    assert!(log.contains("cannot publish the dump yet (retrying)"), "the failure was logged: {log}");
+    assert!(log.contains("published a report after a failed publish"), "{log}");
+    assert_eq!(dumps.len(), 1);
+    let _: minidump::MinidumpThreadList<'_> = parse(&dumps[0]).get_stream().expect("thread list");
+    assert!(monitor.files("new", "dmp").is_empty() && monitor.files("new", "json").is_empty(), "nothing left in new/");
+    let id = dumps[0].file_stem().unwrap().to_string_lossy().into_owned();
+    wait_for(Duration::from_secs(60), || monitor.log().contains(&format!("symbolicated report={id}")).then_some(()))
+        .expect("the republished report was post-processed");
+    // The next crash publishes at once, and the first is not published twice.
+    monitor.crash(&[]);
+    let dumps = wait_for(Duration::from_secs(20), || {
+        let d = monitor.files("pending", "dmp");
+        (d.len() == 2).then_some(d)
+    })
+    .expect("the second crash is published");
+    assert_eq!(monitor.metadata("pending").len(), 2, "one metadata record per report");
+    assert_eq!(monitor.log().matches("published a report after a failed publish").count(), 1, "{}", monitor.log());
+    for d in &dumps {
+        parse(d);
+    }
+}

@@ -854,6 +854,12 @@ impl Database {
         }
     }
 
+    /// Whether report `id` still has its dump in `new/` (being written,
+    /// or durable but not yet published).
+    pub fn is_in_new(&self, id: ReportId) -> bool {
+        is_file(&self.file(ReportState::New, id, FileKind::Dump)).unwrap_or(true)
+    }
+
     /// Removes the dump of a writer that failed.
     pub fn abandon_dump(&self, dump: NewDump) -> Result<(), DbError> {
         let NewDump { id, file, .. } = dump;

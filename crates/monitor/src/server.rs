@@ -68,6 +68,9 @@ pub struct MonitorStats {
     /// Dumps in progress, and whether new ones are refused (shutdown).
     gate: Mutex<(usize, bool)>,
     idle: Condvar,
+    /// Durable reports whose publish failed, and whether a thread is
+    /// retrying them (see [`republish_later`]).
+    unpublished: Mutex<(Vec<ReportId>, bool)>,
 }
 
 impl MonitorStats {
@@ -143,10 +146,14 @@ pub enum Fault {
     /// Wait 2 s with the dump file open in `new/` before capturing: a dump
     /// in flight that a test can observe (SIGTERM while dumping).
     SlowDump,
+    /// The publish of the first report fails (as on a transient I/O
+    /// error): the report stays durable in `new/` for the retries.
+    FailPublish,
 }
 
 /// Environment variable that selects a [`Fault`]: `die-mid-dump`,
-/// `die-before-publish`, `die-before-reply`, `die-after-reply`, `slow-dump`.
+/// `die-before-publish`, `die-before-reply`, `die-after-reply`, `slow-dump`,
+/// `fail-publish`.
 pub const FAULT_ENV: &str = "CRASHMON_FAULT_INJECT";
 
 impl Fault {
@@ -158,8 +165,68 @@ impl Fault {
             "die-before-reply" => Some(Fault::DieBeforeReply),
             "die-after-reply" => Some(Fault::DieAfterReply),
             "slow-dump" => Some(Fault::SlowDump),
+            "fail-publish" => Some(Fault::FailPublish),
             _ => None,
         }
+    }
+}
+
+/// Whether [`Fault::FailPublish`] has failed its one publish.
+static FAILED_ONCE: AtomicBool = AtomicBool::new(false);
+
+/// First delay before a failed publish is retried; it doubles up to
+/// [`REPUBLISH_MAX_DELAY`].
+const REPUBLISH_FIRST_DELAY: Duration = Duration::from_secs(1);
+/// Longest delay between two retries of a failed publish.
+const REPUBLISH_MAX_DELAY: Duration = Duration::from_secs(60);
+
+/// Retry publishing report `id` (durable in `new/`, unlocked) until it has
+/// left `new/`: one thread per monitor sweeps `new/` after a growing delay
+/// ([`Database::sweep_new`] publishes a complete dump whose writer is gone,
+/// exactly once, even next to other monitors) and hands what it published
+/// to the post-processing hook. It stops when none of the reports it waits
+/// for is left in `new/`, or when the monitor shuts down (the next start's
+/// sweep then publishes them).
+fn republish_later(config: &MonitorConfig, id: ReportId) {
+    let stats = &config.stats;
+    let mut state = stats.unpublished.lock().unwrap_or_else(|e| e.into_inner());
+    state.0.push(id);
+    if state.1 {
+        return;
+    }
+    let config = config.clone();
+    let spawned = std::thread::Builder::new().name("crashmon-republish".into()).spawn(move || {
+        let mut delay = REPUBLISH_FIRST_DELAY;
+        loop {
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(REPUBLISH_MAX_DELAY);
+            if config.stats.gate.lock().unwrap_or_else(|e| e.into_inner()).1 {
+                tracing::info!("monitor stopping; unpublished reports wait in new/ for the next start");
+                config.stats.unpublished.lock().unwrap_or_else(|e| e.into_inner()).1 = false;
+                return;
+            }
+            match config.database.sweep_new() {
+                Ok(swept) => {
+                    for &id in &swept.recovered {
+                        tracing::info!(report = %id, "published a report after a failed publish");
+                        if let Some(hook) = &config.after_capture {
+                            hook.after_capture(&config.database, id);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("retrying a failed publish: {e}"),
+            }
+            let mut state = config.stats.unpublished.lock().unwrap_or_else(|e| e.into_inner());
+            state.0.retain(|&id| config.database.is_in_new(id));
+            if state.0.is_empty() {
+                state.1 = false;
+                return;
+            }
+        }
+    });
+    match spawned {
+        Ok(_) => state.1 = true,
+        Err(e) => tracing::error!("cannot retry the publish (the next start's sweep will): {e}"),
     }
 }
 
@@ -801,15 +868,28 @@ impl<'a> Connection<'a> {
                 if crashing {
                     inject(self.config, Fault::DieAfterReply, pid);
                 }
-                let published = db.publish(durable);
+                let published =
+                    if self.config.fault == Some(Fault::FailPublish) && !FAILED_ONCE.swap(true, Ordering::SeqCst) {
+                        tracing::warn!("fault injection: the publish fails");
+                        drop(durable);
+                        Err(crashmon_database::DbError::Io {
+                            op: "move into place",
+                            path: db.root().join("pending"),
+                            source: io::Error::other("injected fault"),
+                        })
+                    } else {
+                        db.publish(durable)
+                    };
                 let ok = match early {
                     Some(ok) => ok,
                     None => reply(),
                 };
                 if let Err(e) = published {
-                    // Still complete and durable in new/: the next sweep
-                    // publishes it. Nothing to post-process until then.
-                    tracing::error!(pid, report = %id, "cannot publish the dump yet (the next sweep will): {e}");
+                    // Still complete and durable in new/: a sweep publishes
+                    // it (and hands it to post-processing), retried from now
+                    // on, not only at the next start.
+                    tracing::error!(pid, report = %id, "cannot publish the dump yet (retrying): {e}");
+                    republish_later(self.config, id);
                     return ok;
                 }
                 tracing::info!(
