@@ -643,3 +643,29 @@ fn cpp_exception_thrown_from_a_handler_reaches_the_programs_catch() {
     assert!(out.lines().any(|l| l == "caught=3"), "{out}");
     no_reports(&db);
 }
+
+/// Signals that arrive while the monitor has the app stopped for a dump are
+/// delivered afterwards, none lost: a thread sends itself SIGUSR1 without
+/// pause and waits for its handler to count each one, while the main
+/// thread files 20 handled-error reports (the monitor seizes and
+/// interrupts every thread for each, and gives a thread caught in a
+/// signal-delivery stop its signal back at detach).
+#[test]
+fn signals_during_dumps_are_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("signal_pump");
+    compile_with("crates/capi/tests/c/signal_pump.c", true, &exe, &["-pthread"]);
+    let db = dir.path().join("db");
+    let mut cmd = Command::new(&exe);
+    cmd.env("CRASHMON_MONITOR", bin("crashmon")).env("CRASHMON_DATABASE", &db);
+    let (status, out) = run_to_end(cmd);
+    assert_eq!(status.code(), Some(0), "{status:?} {out}");
+    assert!(out.lines().any(|l| l == "dumps 20"), "every dump was filed: {out}");
+    let signals: u64 =
+        out.lines().find_map(|l| l.strip_prefix("signals ")).and_then(|n| n.parse().ok()).expect("signals line");
+    assert!(signals > 20, "the pump ran during the dumps: {out}");
+    let dumps = pending(&db, 20);
+    let md = minidump::Minidump::read_path(&dumps[0]).expect("the dump parses");
+    let threads: minidump::MinidumpThreadList<'_> = md.get_stream().expect("thread list");
+    assert_eq!(threads.threads.len(), 2, "main and pump threads");
+}

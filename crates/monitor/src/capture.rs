@@ -1,15 +1,16 @@
 //! Capture: ptrace the crashed process and write its minidump.
 //!
 //! This is the only place in crashmon that stops and reads another process.
-//! minidump-writer stops the process (SIGSTOP), attaches to every thread,
-//! builds the dump and, when its writer is dropped, detaches and continues
-//! the process again. The dump is built in memory (minidump-writer keeps a
+//! minidump-writer (patched, `vendor/minidump-writer`) seizes every thread
+//! with ptrace, interrupts them all at once and waits for the stops, builds
+//! the dump and, when its writer is dropped, detaches, giving each thread
+//! back any signal it had pending. The process is never SIGSTOPped: if this
+//! monitor dies mid-dump, the kernel detaches its threads and they run on. The dump is built in memory (minidump-writer keeps a
 //! whole copy there anyway) and written to its file afterwards in one
 //! write: no file I/O while the target is stopped, and ~90 small
 //! `write`/`lseek` calls fewer.
 
 use std::io::{Seek, SeekFrom, Write};
-use std::time::Duration;
 
 use minidump_writer::crash_context::CrashContext;
 use minidump_writer::minidump_writer::MinidumpWriterConfig;
@@ -139,49 +140,6 @@ impl Seek for Discard {
     }
 }
 
-/// How long to wait for the target to stop before dumping anyway
-/// (minidump-writer treats a process that does not stop as a soft error).
-const STOP_TIMEOUT: Duration = Duration::from_millis(100);
-
-/// SIGSTOP `pid` and wait (at most `timeout`) until `/proc/PID/stat` says
-/// it is stopped, checking every few tens of µs. Returns whether it did.
-/// The caller has announced the dump to the watchdog, which resumes the
-/// process if this monitor dies before minidump-writer's final SIGCONT.
-fn stop_and_wait(pid: i32, timeout: Duration) -> bool {
-    use nix::sys::signal::{Signal, kill};
-    if kill(nix::unistd::Pid::from_raw(pid), Signal::SIGSTOP).is_err() {
-        return false;
-    }
-    let path = format!("/proc/{pid}/stat");
-    let deadline = std::time::Instant::now() + timeout;
-    let mut buf = [0u8; 512];
-    for round in 0u32.. {
-        if proc_state(&path, &mut buf).is_some_and(|s| s == b'T' || s == b't') {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        // The target needs a CPU to reach its stop: yield first, then nap.
-        if round < 20 {
-            std::thread::yield_now();
-        } else {
-            std::thread::sleep(Duration::from_micros(50));
-        }
-    }
-    false
-}
-
-/// The state letter of a `/proc/PID/stat` file (the field after the
-/// command name, which may itself contain spaces and parentheses).
-fn proc_state(path: &str, buf: &mut [u8]) -> Option<u8> {
-    use std::io::Read;
-    let n = std::fs::File::open(path).ok()?.read(buf).ok()?;
-    let text = &buf[..n];
-    let close = text.iter().rposition(|&b| b == b')')?;
-    text.get(close + 2).copied()
-}
-
 /// Capture a minidump of `pid` in memory, blaming `tid`, with the crash
 /// context the handler sent (raw bytes of `crash_context::CrashContext`, or
 /// `None` for a dump without a signal context). The process runs again
@@ -215,14 +173,6 @@ pub fn capture_minidump(
         }
         config.set_crash_context(minidump_writer::CrashContextExt { inner: ctx });
     }
-    // minidump-writer stops the process itself (SIGSTOP), then polls
-    // /proc/PID/stat with 1 ms sleeps until it reads "stopped": its first
-    // read almost always comes before the target has run to its stop, so
-    // every dump paid a 1 ms sleep. Stop it first and poll more finely; its
-    // own check then finds it stopped at once. (Right before `write`, whose
-    // writer always SIGCONTs the process when it is dropped, even on error.)
-    let stopped = stop_and_wait(pid, STOP_TIMEOUT);
-    config.stop_timeout(if stopped { STOP_TIMEOUT } else { Duration::ZERO });
     let bytes = config.write(&mut Discard::default()).map_err(|e| CaptureError::Writer { pid, source: Box::new(e) })?;
     let threads = crate::diagnose::thread_count(&bytes).unwrap_or(0);
     if threads == 0 {

@@ -133,7 +133,8 @@ pub struct MonitorConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
-    /// SIGKILL itself while the target is stopped for the dump.
+    /// SIGKILL itself while the target's threads are seized and stopped
+    /// for the dump (the kernel must let them run on).
     DieMidDump,
     /// SIGKILL itself after the dump is written, before it is published.
     DieBeforePublish,
@@ -241,8 +242,23 @@ fn inject(config: &MonitorConfig, at: Fault, target: i32) {
     }
     tracing::warn!(?at, "fault injection: the monitor kills itself");
     if at == Fault::DieMidDump {
-        // What minidump-writer does first: stop the target.
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(target), nix::sys::signal::Signal::SIGSTOP);
+        // What the (patched) minidump-writer does first: seize every thread
+        // of the target, interrupt them all and wait until they are stopped.
+        use nix::sys::{ptrace, wait};
+        let tids: Vec<nix::unistd::Pid> = std::fs::read_dir(format!("/proc/{target}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok().map(nix::unistd::Pid::from_raw))
+            .collect();
+        let seized: Vec<_> = tids
+            .into_iter()
+            .filter(|&t| ptrace::seize(t, ptrace::Options::empty()).is_ok() && ptrace::interrupt(t).is_ok())
+            .collect();
+        for t in &seized {
+            let _ = wait::waitpid(*t, Some(wait::WaitPidFlag::__WALL));
+        }
+        tracing::warn!(threads = seized.len(), "fault injection: the target's threads are stopped");
     }
     let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
 }
