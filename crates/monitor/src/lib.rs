@@ -20,7 +20,6 @@ pub mod filter;
 mod server;
 pub mod shutdown;
 mod sys;
-pub mod watchdog;
 
 pub use capture::CaptureOptions;
 pub use filter::FilterRules;

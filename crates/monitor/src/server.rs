@@ -116,9 +116,6 @@ pub struct MonitorConfig {
     pub after_capture: Option<Arc<dyn AfterCapture>>,
     /// Most clients served at once on a shared socket; more are refused.
     pub max_clients: usize,
-    /// Resumes a stopped app if this monitor dies mid-dump (forked at
-    /// once, or after the first `HelloAck`; see [`crate::watchdog::Slot`]).
-    pub watchdog: Option<Arc<crate::watchdog::Slot>>,
     /// Test-only fault injection (see [`Fault`]); `None` in production.
     pub fault: Option<Fault>,
     /// Dump size cap, filters, attachment limits.
@@ -615,13 +612,7 @@ impl<'a> Connection<'a> {
                 }
                 self.greeted = true;
                 tracing::debug!(pid = self.peer_pid, "hello");
-                let ok = self.send(&proto::Message::HelloAck(proto::HelloAck { monitor_pid: std::process::id() }));
-                // A deferred watchdog is forked now, while the app goes on
-                // (and before it can request a dump).
-                if let Some(w) = &self.config.watchdog {
-                    w.get();
-                }
-                ok
+                self.send(&proto::Message::HelloAck(proto::HelloAck { monitor_pid: std::process::id() }))
             }
             proto::Message::DumpRequest(req) => {
                 if !self.greeted {
@@ -796,11 +787,6 @@ impl<'a> Connection<'a> {
         // updates and ptrace stops.
         let (new, captured) = std::thread::scope(|scope| {
             let files = scope.spawn(|| db.begin_dump());
-            let t0 = std::time::Instant::now();
-            if let Some(w) = self.config.watchdog.as_deref().and_then(|w| w.get()) {
-                w.begin(pid);
-            }
-            let t1 = std::time::Instant::now();
             if matches!(self.config.fault, Some(Fault::DieMidDump | Fault::SlowDump)) {
                 // Wait or die with the dump's (empty) files in new/, as a
                 // monitor in the middle of a dump would.
@@ -810,15 +796,9 @@ impl<'a> Connection<'a> {
             }
             inject(self.config, Fault::SlowDump, pid);
             inject(self.config, Fault::DieMidDump, pid);
+            let t0 = std::time::Instant::now();
             let captured = capture::capture_minidump(pid, tid, context, &options.capture);
-            if let Some(w) = self.config.watchdog.as_deref().and_then(|w| w.get()) {
-                w.end(pid);
-            }
-            tracing::debug!(
-                watchdog_us = (t1 - t0).as_micros() as u64,
-                write_us = t1.elapsed().as_micros() as u64,
-                "captured"
-            );
+            tracing::debug!(write_us = t0.elapsed().as_micros() as u64, "captured");
             let new = files.join().unwrap_or_else(|_| {
                 Err(crashmon_database::DbError::Io {
                     op: "create",

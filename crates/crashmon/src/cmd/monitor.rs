@@ -56,14 +56,6 @@ pub fn default_socket() -> Option<PathBuf> {
 /// Run the monitor until its client leaves (sidecar) or forever (socket).
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
     tracing::debug!("monitor starting");
-    // A sidecar forks its watchdog after its HelloAck, off the handshake of
-    // an app that may be crashing right now; a shared monitor forks it now,
-    // before any connection.
-    let watchdog = Some(Arc::new(if args.client_fd.is_some() {
-        crashmon_monitor::watchdog::Slot::deferred()
-    } else {
-        crashmon_monitor::watchdog::Slot::now()
-    }));
     // A shared monitor stops gracefully on SIGTERM/SIGINT: block them before
     // any thread starts, so that only the signal thread takes them.
     let term = if args.client_fd.is_none() {
@@ -122,7 +114,6 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
         database: db,
         after_capture: Some(Arc::new(crate::postprocess::PostProcess::new(upload, post, ctx.program))),
         max_clients: cfg.monitor.max_clients.value,
-        watchdog,
         fault: crashmon_monitor::Fault::from_env(),
         options: crashmon_monitor::MonitorOptions {
             capture: crashmon_monitor::CaptureOptions {
