@@ -16,16 +16,38 @@ pub use crate::mac::module_reader::*;
 pub struct ProcessModuleMemoryReader<'a> {
     pub(super) reader: &'a ProcessReader<'a>,
     pub(super) start_address: u64,
+    /// crashmon patch: the module's first page, read once: the ELF header,
+    /// program headers and notes (build id) almost always lie in it, and
+    /// each small read was a `process_vm_readv` of its own.
+    head: std::cell::OnceCell<Option<Vec<u8>>>,
 }
+
+/// Bytes of a module's start read at once (one page).
+const HEAD_LEN: usize = 4096;
 
 impl<'a> ProcessModuleMemoryReader<'a> {
     pub fn new(reader: &'a ProcessReader<'a>, start_address: usize) -> Self {
         Self {
             reader,
             start_address: start_address as u64,
+            head: std::cell::OnceCell::new(),
         }
     }
     pub fn read(&self, offset: u64, length: u64) -> Result<Cow<'a, [u8]>, ModuleMemoryReadError> {
+        if let Some(end) = offset.checked_add(length)
+            && length > 0
+            && end <= HEAD_LEN as u64
+        {
+            let head = self.head.get_or_init(|| {
+                let address = usize::try_from(self.start_address).ok()?;
+                self.reader
+                    .read_to_vec(address, std::num::NonZeroUsize::new(HEAD_LEN)?)
+                    .ok()
+            });
+            if let Some(head) = head {
+                return Ok(Cow::Owned(head[offset as usize..end as usize].to_vec()));
+            }
+        }
         let inner = || {
             let address = self
                 .start_address

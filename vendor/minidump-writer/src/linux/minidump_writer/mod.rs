@@ -634,15 +634,16 @@ impl MinidumpWriter {
     }
 
     /// The name of thread `tid` (`/proc/PID/task/TID/comm`).
+    /// (crashmon patch: one `read`; a comm is at most 16 bytes.)
     fn read_thread_name(&self, tid: Pid) -> std::io::Result<String> {
         let pid = self.process_id;
         self.process_inspector
             .read_file(format!("/proc/{pid}/task/{tid}/comm"))
             .map_err(std::io::Error::other)
             .and_then(|mut file| {
-                let mut s = String::new();
-                file.read_to_string(&mut s)?;
-                Ok(s.trim_end().to_string())
+                let mut buf = [0u8; 64];
+                let n = file.read(&mut buf)?;
+                Ok(String::from_utf8_lossy(&buf[..n]).trim_end().to_string())
             })
     }
 
