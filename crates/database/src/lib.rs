@@ -777,7 +777,8 @@ impl Database {
     }
 
     /// Renames `new/<id>.json` (unless it already moved) and `new/<id>.dmp`
-    /// into `pending/`, then fsyncs `pending/`.
+    /// into `pending/`, then fsyncs `pending/` (a failure of that sync is
+    /// logged, not returned: the report has moved).
     fn move_to_pending(&self, id: ReportId) -> Result<(), DbError> {
         let new_json = self.file(ReportState::New, id, FileKind::Metadata);
         let json_path = self.file(ReportState::Pending, id, FileKind::Metadata);
@@ -791,8 +792,14 @@ impl Database {
         let new_dump = self.file(ReportState::New, id, FileKind::Dump);
         let dump_path = self.file(ReportState::Pending, id, FileKind::Dump);
         fs::rename(&new_dump, &dump_path).map_err(io_err("move into place", &dump_path))?;
-        // One directory sync makes both renames durable.
-        sync_dir(&self.dir(ReportState::Pending))
+        // One directory sync makes both renames durable. If it fails the
+        // report is published all the same (both names are in pending/, and
+        // a retry would find nothing left in new/ to publish): it is only
+        // less certain to survive a power cut until the next sync.
+        if let Err(e) = sync_dir(&self.dir(ReportState::Pending)) {
+            tracing::warn!(%id, "published, but syncing pending/ failed: {e}");
+        }
+        Ok(())
     }
 
     /// Whether the unlocked `new/<id>.dmp` (open as `dump`) is a complete

@@ -129,13 +129,35 @@ impl fmt::Display for PtraceRefusal {
     }
 }
 
-/// Attach to `tid` the way minidump-writer does, wait for the stop and
-/// detach again. Only used after a failed dump, to learn the errno.
+/// Attach to `tid` the way the (patched) minidump-writer does, wait for the
+/// stop and detach again. Only used after a failed dump, to learn the errno.
 fn probe_attach(tid: i32) -> Result<(), Errno> {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
     let tid = Pid::from_raw(tid);
-    nix::sys::ptrace::attach(tid)?;
-    let _ = nix::sys::wait::waitpid(tid, Some(nix::sys::wait::WaitPidFlag::__WALL));
-    let _ = nix::sys::ptrace::detach(tid, None);
+    // As the capture does: seize (no SIGSTOP), interrupt, wait without
+    // consuming the stop (a pending signal stays the thread's), then
+    // detach giving back the signal of a signal-delivery stop.
+    nix::sys::ptrace::seize(tid, nix::sys::ptrace::Options::empty())?;
+    if nix::sys::ptrace::interrupt(tid).is_err() {
+        return Ok(());
+    }
+    let flags = WaitPidFlag::WSTOPPED | WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::__WALL;
+    let status = loop {
+        match waitid(Id::Pid(tid), flags) {
+            Err(Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    let signal = match status {
+        Ok(WaitStatus::PtraceEvent(_, sig, 0)) => Some(sig),
+        Ok(WaitStatus::PtraceEvent(..)) => None,
+        // Gone (reap it if it left a status) or not ours: nothing to detach.
+        _ => {
+            let _ = nix::sys::wait::waitpid(tid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG));
+            return Ok(());
+        }
+    };
+    let _ = nix::sys::ptrace::detach(tid, signal);
     Ok(())
 }
 

@@ -17,7 +17,8 @@ use crate::capture::{self, CaptureOptions};
 use crate::filter::FilterRules;
 
 /// Work done after a dump is durable and the client has been answered
-/// (symbolication, upload). Runs on the connection's thread.
+/// (symbolication, upload). Runs on the connection's thread, or on the
+/// thread that retries a failed publish.
 pub trait AfterCapture: Send + Sync {
     /// Called once per report filed in `pending/`.
     fn after_capture(&self, db: &Database, id: ReportId);
@@ -68,12 +69,41 @@ pub struct MonitorStats {
     /// Dumps in progress, and whether new ones are refused (shutdown).
     gate: Mutex<(usize, bool)>,
     idle: Condvar,
-    /// Durable reports whose publish failed, and whether a thread is
-    /// retrying them (see [`republish_later`]).
-    unpublished: Mutex<(Vec<ReportId>, bool)>,
+    /// Durable reports whose publish failed, and the thread retrying them
+    /// (see [`republish_later`]).
+    republish: Mutex<Republish>,
+    republish_wake: Condvar,
+}
+
+/// State of the thread that retries failed publishes.
+#[derive(Debug, Default)]
+struct Republish {
+    /// Reports it waits for (durable in `new/`).
+    ids: Vec<ReportId>,
+    /// Whether it runs.
+    running: bool,
+    /// Set by [`MonitorStats::stop_republishing`].
+    stop: bool,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl MonitorStats {
+    /// Stop retrying failed publishes and wait for the retrying thread (a
+    /// sweep in progress finishes first). Reports still unpublished stay
+    /// durable in `new/` for the next sweep. Call before the final sweep
+    /// and the post-processing drain, so neither races with it.
+    pub fn stop_republishing(&self) {
+        let thread = {
+            let mut state = self.republish.lock().unwrap_or_else(|e| e.into_inner());
+            state.stop = true;
+            self.republish_wake.notify_all();
+            state.thread.take()
+        };
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+
     /// Enter a dump; false once the monitor is closing.
     fn enter(&self) -> bool {
         let mut g = self.gate.lock().unwrap_or_else(|e| e.into_inner());
@@ -186,23 +216,29 @@ const REPUBLISH_MAX_DELAY: Duration = Duration::from_secs(60);
 /// for is left in `new/`, or when the monitor shuts down (the next start's
 /// sweep then publishes them).
 fn republish_later(config: &MonitorConfig, id: ReportId) {
-    let stats = &config.stats;
-    let mut state = stats.unpublished.lock().unwrap_or_else(|e| e.into_inner());
-    state.0.push(id);
-    if state.1 {
+    let mut state = config.stats.republish.lock().unwrap_or_else(|e| e.into_inner());
+    state.ids.push(id);
+    if state.running || state.stop {
         return;
     }
     let config = config.clone();
     let spawned = std::thread::Builder::new().name("crashmon-republish".into()).spawn(move || {
+        let stats = &config.stats;
         let mut delay = REPUBLISH_FIRST_DELAY;
         loop {
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(REPUBLISH_MAX_DELAY);
-            if config.stats.gate.lock().unwrap_or_else(|e| e.into_inner()).1 {
-                tracing::info!("monitor stopping; unpublished reports wait in new/ for the next start");
-                config.stats.unpublished.lock().unwrap_or_else(|e| e.into_inner()).1 = false;
-                return;
+            {
+                let state = stats.republish.lock().unwrap_or_else(|e| e.into_inner());
+                let (mut state, _) = stats
+                    .republish_wake
+                    .wait_timeout_while(state, delay, |s| !s.stop)
+                    .unwrap_or_else(|e| e.into_inner());
+                if state.stop {
+                    tracing::info!("monitor stopping; unpublished reports wait in new/ for the next sweep");
+                    state.running = false;
+                    return;
+                }
             }
+            delay = (delay * 2).min(REPUBLISH_MAX_DELAY);
             match config.database.sweep_new() {
                 Ok(swept) => {
                     for &id in &swept.recovered {
@@ -214,17 +250,21 @@ fn republish_later(config: &MonitorConfig, id: ReportId) {
                 }
                 Err(e) => tracing::warn!("retrying a failed publish: {e}"),
             }
-            let mut state = config.stats.unpublished.lock().unwrap_or_else(|e| e.into_inner());
-            state.0.retain(|&id| config.database.is_in_new(id));
-            if state.0.is_empty() {
-                state.1 = false;
+            let mut state = stats.republish.lock().unwrap_or_else(|e| e.into_inner());
+            state.ids.retain(|&id| config.database.is_in_new(id));
+            if state.ids.is_empty() {
+                state.running = false;
                 return;
             }
         }
     });
     match spawned {
-        Ok(_) => state.1 = true,
-        Err(e) => tracing::error!("cannot retry the publish (the next start's sweep will): {e}"),
+        Ok(handle) => {
+            state.running = true;
+            // A previous, finished thread's handle is simply dropped.
+            state.thread = Some(handle);
+        }
+        Err(e) => tracing::error!("cannot retry the publish (the next sweep will): {e}"),
     }
 }
 
@@ -405,6 +445,7 @@ pub fn serve_socket(
     if unfinished > 0 {
         tracing::warn!(unfinished, "dumps still running at the end of the shutdown grace period");
     }
+    config.stats.stop_republishing();
     if let Some(hook) = &config.after_capture {
         hook.drain(SHUTDOWN_GRACE);
     }
@@ -786,8 +827,14 @@ impl<'a> Connection<'a> {
         // captures (in memory): neither waits for the other's directory
         // updates and ptrace stops.
         let (new, captured) = std::thread::scope(|scope| {
-            let files = scope.spawn(|| db.begin_dump());
-            if matches!(self.config.fault, Some(Fault::DieMidDump | Fault::SlowDump)) {
+            // No thread to be had (EAGAIN): create them here, first.
+            let files = std::thread::Builder::new()
+                .name("crashmon-dumpfile".into())
+                .spawn_scoped(scope, || db.begin_dump())
+                .map_err(|_| db.begin_dump());
+            if let Ok(files) = &files
+                && matches!(self.config.fault, Some(Fault::DieMidDump | Fault::SlowDump))
+            {
                 // Wait or die with the dump's (empty) files in new/, as a
                 // monitor in the middle of a dump would.
                 while !files.is_finished() {
@@ -799,13 +846,16 @@ impl<'a> Connection<'a> {
             let t0 = std::time::Instant::now();
             let captured = capture::capture_minidump(pid, tid, context, &options.capture);
             tracing::debug!(write_us = t0.elapsed().as_micros() as u64, "captured");
-            let new = files.join().unwrap_or_else(|_| {
-                Err(crashmon_database::DbError::Io {
-                    op: "create",
-                    path: db.root().join("new"),
-                    source: std::io::Error::other("the thread creating the dump file panicked"),
-                })
-            });
+            let new = match files {
+                Ok(thread) => thread.join().unwrap_or_else(|_| {
+                    Err(crashmon_database::DbError::Io {
+                        op: "create",
+                        path: db.root().join("new"),
+                        source: std::io::Error::other("the thread creating the dump file panicked"),
+                    })
+                }),
+                Err(created) => created,
+            };
             (new, captured)
         });
         let result = new.map_err(|e| (capture::error_chain(&e), db_errno(&e))).and_then(|mut new| {

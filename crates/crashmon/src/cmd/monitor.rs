@@ -138,6 +138,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
         Some(fd) => {
             // Serve the app first (it may be crashing right now), sweep after.
             crashmon_monitor::serve_client(&config, fd).code(exit::USAGE)?;
+            // The final sweep below publishes what a retry has not yet.
+            config.stats.stop_republishing();
             if let Some(hook) = &config.after_capture {
                 hook.drain(crashmon_monitor::SHUTDOWN_GRACE * 6);
             }

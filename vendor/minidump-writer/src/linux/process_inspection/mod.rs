@@ -104,24 +104,37 @@ impl ProcessInspector {
     /// Returns the signal of a signal-delivery stop (the thread had a
     /// signal pending: it must be given back at detach), 0 for the
     /// interrupt's (or a group stop's) event stop.
+    ///
+    /// `waitid(WNOWAIT)`: the stop stays unconsumed, so the signal of a
+    /// signal-delivery stop stays the thread's; if this process dies before
+    /// it detaches, the kernel detaches the thread and delivers the signal
+    /// (a consuming wait would clear it and the signal would be lost).
     pub fn wait_thread_stop(&self, tid: libc::pid_t) -> Result<c_int, Error> {
         loop {
-            let mut status = 0;
-            // SAFETY: waitpid with a pointer to a local.
-            if unsafe { libc::waitpid(tid, &mut status, libc::__WALL) } == -1 {
+            // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let flags = libc::WSTOPPED | libc::WEXITED | libc::WNOWAIT | libc::__WALL;
+            // SAFETY: waitid with a pointer to a local siginfo_t.
+            if unsafe { libc::waitid(libc::P_PID, tid as libc::id_t, &mut info, flags) } == -1 {
                 let e = last_errno();
                 if e == libc::EINTR {
                     continue;
                 }
                 return Err(Error::Local(local::Error::WaitPidFailed(e)));
             }
-            if !libc::WIFSTOPPED(status) {
+            // SAFETY: waitid filled in a SIGCHLD siginfo for `tid`.
+            let (code, status) = (info.si_code, unsafe { info.si_status() });
+            if code != libc::CLD_TRAPPED && code != libc::CLD_STOPPED {
+                // It exited meanwhile: reap it (WNOWAIT left it waitable).
+                let mut st = 0;
+                // SAFETY: waitpid with a pointer to a local.
+                unsafe { libc::waitpid(tid, &mut st, libc::__WALL) };
                 return Err(Error::Local(local::Error::UnexpectedStatus(status)));
             }
-            if (status >> 16) == libc::PTRACE_EVENT_STOP {
+            if (status >> 8) == libc::PTRACE_EVENT_STOP {
                 return Ok(0);
             }
-            return Ok(libc::WSTOPSIG(status));
+            return Ok(status & 0xff);
         }
     }
 

@@ -50,12 +50,15 @@ impl ThreadInfoX86 {
                     RegType::from_ne_bytes(chunk[0..mem::size_of::<RegType>()].try_into().unwrap())
                 })
         };
-        // crashmon patch: DR7 (the control register) first; the others
-        // are read only when it enables a breakpoint (one PTRACE_PEEKUSER
-        // per thread instead of eight when none is set, as almost always).
+        // crashmon patch: DR7 (control) and DR6 (status, which a single
+        // step sets without any breakpoint) always; the address registers
+        // DR0-DR3 (and the reserved DR4, DR5) only when DR7 enables a
+        // breakpoint: two PTRACE_PEEKUSER per thread instead of eight when
+        // none is set, as almost always.
         dregs[7] = peek(7)?;
+        dregs[6] = peek(6)?;
         if dregs[7] != 0 {
-            for (idx, dreg) in dregs.iter_mut().enumerate().take(7) {
+            for (idx, dreg) in dregs.iter_mut().enumerate().take(6) {
                 *dreg = peek(idx)?;
             }
         }
