@@ -753,14 +753,17 @@ fn cache_hits_on_the_second_report_and_rebuilds_damaged_entries() {
         }
     };
     let (first, cold, pending) = crashmon_symbolicate::symbolicate_path_deferred(dump, &options).unwrap();
-    assert!(cold.built == 0 && cold.hits == 0 && cold.lazy >= 2, "{cold:?}");
-    assert!(entries().is_empty(), "no table is built before the report: {:?}", entries());
+    // Only a compressed debug file (libc6-dbg's, when installed) gets its
+    // table before the report.
+    let at_once = u32::from(libc_from_debug_file(&first));
+    assert!(cold.built == at_once && cold.hits == 0 && cold.lazy >= 2 - at_once, "{cold:?}");
+    assert_eq!(entries().len() as u32, at_once, "no other table is built before the report: {:?}", entries());
     assert_eq!(pending.len() as u32, cold.lazy, "{pending:?}");
     assert_eq!(pending.build_and_store(), cold.lazy as usize);
-    assert_eq!(entries().len() as u32, cold.lazy, "{:?}", entries());
+    assert_eq!(entries().len() as u32, cold.lazy + at_once, "{:?}", entries());
 
     let (second, warm, pending) = crashmon_symbolicate::symbolicate_path_deferred(dump, &options).unwrap();
-    assert_eq!((warm.built, warm.lazy, warm.hits), (0, 0, cold.lazy), "{warm:?}");
+    assert_eq!((warm.built, warm.lazy, warm.hits), (0, 0, cold.lazy + at_once), "{warm:?}");
     assert!(pending.is_empty(), "{pending:?}");
     assert_eq!(first, second, "the cached tables name every frame as the lazy lookups did");
 
@@ -771,12 +774,12 @@ fn cache_hits_on_the_second_report_and_rebuilds_damaged_entries() {
         std::fs::write(entry, bytes).unwrap();
     }
     let (third, stats, pending) = crashmon_symbolicate::symbolicate_path_deferred(dump, &options).unwrap();
-    assert_eq!((stats.hits, stats.built, stats.lazy), (0, 0, cold.lazy), "{stats:?}");
+    assert_eq!((stats.hits, stats.built, stats.lazy), (0, at_once, cold.lazy), "{stats:?}");
     assert_eq!(third, first);
-    assert!(entries().is_empty(), "damaged entries are removed: {:?}", entries());
+    assert_eq!(entries().len() as u32, at_once, "damaged entries are removed (and rebuilt only if built at once)");
     pending.build_and_store();
     let (_, stats) = crashmon_symbolicate::symbolicate_path_with_stats(dump, &options).unwrap();
-    assert_eq!(stats.hits, cold.lazy, "rebuilt entries are used again: {stats:?}");
+    assert_eq!(stats.hits, cold.lazy + at_once, "rebuilt entries are used again: {stats:?}");
 }
 
 /// The lazy lookups of a first report name every frame of every thread as
@@ -788,7 +791,8 @@ fn lazy_lookups_equal_whole_tables_on_every_thread() {
     let mut lazy = only(&[Path::new("/usr/lib/debug")], &[], None);
     lazy.cache_dir = None;
     let (first, stats) = crashmon_symbolicate::symbolicate_path_with_stats(dump, &lazy).unwrap();
-    assert!(stats.built == 0 && stats.lazy >= 2, "{stats:?}");
+    let at_once = u32::from(libc_from_debug_file(&first));
+    assert!(stats.built == at_once && stats.lazy >= 2 - at_once, "{stats:?}");
     let mut tables = lazy.clone();
     tables.build_tables_first = true;
     let (whole, stats) = crashmon_symbolicate::symbolicate_path_with_stats(dump, &tables).unwrap();
@@ -869,4 +873,15 @@ fn merge(a: serde_json::Value, b: serde_json::Value) -> serde_json::Value {
         (Value::Array(a), Value::Array(b)) => Value::Array(a.into_iter().chain(b).reduce(merge).into_iter().collect()),
         (a, _) => a,
     }
+}
+
+/// Whether libc's symbols came from its separate debug file (libc6-dbg
+/// installed in `/usr/lib/debug`). Debian compresses those files' debug
+/// sections, which the lazy path refuses: libc's table is then built
+/// before the report.
+fn libc_from_debug_file(report: &Report) -> bool {
+    report
+        .modules
+        .iter()
+        .any(|m| m.code_file.ends_with("/libc.so.6") && m.symbol_source == Some(SymbolSource::DebugFile))
 }
