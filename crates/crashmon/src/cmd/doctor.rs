@@ -157,7 +157,8 @@ fn ptrace_checks() -> Vec<Check> {
 }
 
 /// Attach to a real child process (`crashmon __doctor-ptracee`) with
-/// PTRACE_ATTACH, as the monitor does to a crashed app.
+/// PTRACE_ATTACH: the same permission checks (Yama, capabilities,
+/// dumpability) as the monitor's PTRACE_SEIZE of a crashed app's threads.
 fn attach_check(scope: Option<u8>) -> Check {
     match try_attach() {
         Ok(pid) => {
