@@ -656,8 +656,8 @@ fn signals_during_dumps_are_not_lost() {
     let exe = dir.path().join("signal_pump");
     compile_with("crates/capi/tests/c/signal_pump.c", true, &exe, &["-pthread"]);
     let db = dir.path().join("db");
-    let mut cmd = Command::new(&exe);
-    cmd.env("CRASHMON_MONITOR", bin("crashmon")).env("CRASHMON_DATABASE", &db);
+    let mut cmd = launch(&exe, "pump", true);
+    cmd.env("CRASHMON_DATABASE", &db);
     let (status, out) = run_to_end(cmd);
     assert_eq!(status.code(), Some(0), "{status:?} {out}");
     assert!(out.lines().any(|l| l == "dumps 20"), "every dump was filed: {out}");

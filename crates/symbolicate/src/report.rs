@@ -26,6 +26,18 @@ pub struct Report {
     pub signature: String,
 }
 
+impl Report {
+    /// Where the symbols of the module whose file name is `file_name`
+    /// (e.g. `libc.so.6`) came from; `None` if there is no such module or
+    /// it has no symbols.
+    pub fn symbol_source_of(&self, file_name: &str) -> Option<SymbolSource> {
+        self.modules
+            .iter()
+            .find(|m| std::path::Path::new(&m.code_file).file_name().is_some_and(|n| n == file_name))
+            .and_then(|m| m.symbol_source)
+    }
+}
+
 /// Why and where the process crashed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CrashSummary {

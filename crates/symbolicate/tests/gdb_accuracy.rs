@@ -47,8 +47,7 @@ fn skip_reason(compiler: &str) -> Option<String> {
 
 /// Whether libc's separate debug file (libc6-dbg) is installed.
 fn libc_debug_file_installed(report: &Report) -> bool {
-    let Some(libc) = report.modules.iter().find(|m| m.code_file.ends_with("/libc.so.6")) else { return false };
-    libc.symbol_source == Some(SymbolSource::DebugFile)
+    report.symbol_source_of("libc.so.6") == Some(SymbolSource::DebugFile)
 }
 
 fn basename(path: &str) -> String {

@@ -62,10 +62,7 @@ fn assert_lazy_equals_tables(dir: &Path, dump: &Path, expect: &[&str], compresse
     // With libc6-dbg installed libc's symbols come from its separate debug
     // file, whose sections Debian compresses: that table is built at once
     // too, like a compressed program's.
-    let libc_debug_file = lazy_report
-        .modules
-        .iter()
-        .any(|m| m.code_file.ends_with("/libc.so.6") && m.symbol_source == Some(SymbolSource::DebugFile));
+    let libc_debug_file = lazy_report.symbol_source_of("libc.so.6") == Some(SymbolSource::DebugFile);
     let tables = u32::from(compressed) + u32::from(libc_debug_file);
     assert_eq!(
         first.built, tables,

@@ -755,7 +755,7 @@ fn cache_hits_on_the_second_report_and_rebuilds_damaged_entries() {
     let (first, cold, pending) = crashmon_symbolicate::symbolicate_path_deferred(dump, &options).unwrap();
     // Only a compressed debug file (libc6-dbg's, when installed) gets its
     // table before the report.
-    let at_once = u32::from(libc_from_debug_file(&first));
+    let at_once = u32::from(first.symbol_source_of("libc.so.6") == Some(SymbolSource::DebugFile));
     assert!(cold.built == at_once && cold.hits == 0 && cold.lazy >= 2 - at_once, "{cold:?}");
     assert_eq!(entries().len() as u32, at_once, "no other table is built before the report: {:?}", entries());
     assert_eq!(pending.len() as u32, cold.lazy, "{pending:?}");
@@ -791,7 +791,7 @@ fn lazy_lookups_equal_whole_tables_on_every_thread() {
     let mut lazy = only(&[Path::new("/usr/lib/debug")], &[], None);
     lazy.cache_dir = None;
     let (first, stats) = crashmon_symbolicate::symbolicate_path_with_stats(dump, &lazy).unwrap();
-    let at_once = u32::from(libc_from_debug_file(&first));
+    let at_once = u32::from(first.symbol_source_of("libc.so.6") == Some(SymbolSource::DebugFile));
     assert!(stats.built == at_once && stats.lazy >= 2 - at_once, "{stats:?}");
     let mut tables = lazy.clone();
     tables.build_tables_first = true;
@@ -873,15 +873,4 @@ fn merge(a: serde_json::Value, b: serde_json::Value) -> serde_json::Value {
         (Value::Array(a), Value::Array(b)) => Value::Array(a.into_iter().chain(b).reduce(merge).into_iter().collect()),
         (a, _) => a,
     }
-}
-
-/// Whether libc's symbols came from its separate debug file (libc6-dbg
-/// installed in `/usr/lib/debug`). Debian compresses those files' debug
-/// sections, which the lazy path refuses: libc's table is then built
-/// before the report.
-fn libc_from_debug_file(report: &Report) -> bool {
-    report
-        .modules
-        .iter()
-        .any(|m| m.code_file.ends_with("/libc.so.6") && m.symbol_source == Some(SymbolSource::DebugFile))
 }
