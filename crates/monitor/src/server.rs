@@ -1,7 +1,7 @@
 //! Connection handling.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -865,10 +865,7 @@ impl<'a> Connection<'a> {
                 if let Some(cap) = options.capture.max_dump_size.filter(|&cap| size > cap) {
                     tracing::warn!(pid, size, cap, threads = c.threads, "the dump exceeds its size cap");
                 }
-                new.file.write_all(&c.bytes).map(|()| size).map_err(|e| {
-                    let e = crashmon_database::DbError::Io { op: "write", path: new.path.clone(), source: e };
-                    (capture::error_chain(&e), db_errno(&e))
-                })
+                new.write(&c.bytes).map(|()| size).map_err(|e| (capture::error_chain(&e), db_errno(&e)))
             });
             match stored {
                 Ok(size) => {
