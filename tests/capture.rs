@@ -8,7 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crashmon_test_support::{bin, death_signal, files_with_ext, one_pending_dump, wait_for, wait_timeout};
-use minidump::{Minidump, MinidumpException, MinidumpMemoryList, MinidumpSystemInfo, MinidumpThreadList};
+use minidump::{
+    Minidump, MinidumpException, MinidumpMemoryList, MinidumpSystemInfo, MinidumpThreadList, MinidumpThreadNames,
+};
 
 struct Outcome {
     signal: Option<i32>,
@@ -249,6 +251,33 @@ fn tracing_events_become_breadcrumbs() {
     );
     assert_eq!(crumbs[3]["level"], "error");
     assert_eq!(crumbs[0]["category"], "crasher");
+}
+
+/// Every thread's name is in the dump, with few threads (read before the
+/// thread list is written) and with many (read on a second thread while it
+/// is written), and every thread of the app is in the thread list.
+#[test]
+fn thread_names_reach_the_dump() {
+    for idle in [2usize, 40] {
+        let threads = idle.to_string();
+        let out = run("segv", "main", &["--threads", &threads]);
+        assert_eq!(out.signal, Some(libc::SIGSEGV), "{idle} idle threads");
+        let md = Minidump::read_path(one_dump(out.db.path())).expect("parses");
+        let list: MinidumpThreadList<'_> = md.get_stream().unwrap();
+        let names: MinidumpThreadNames = md.get_stream().expect("a thread names stream");
+        assert_eq!(list.threads.len(), idle + 1, "the main thread and {idle} idle ones");
+        let mut named: Vec<String> = list
+            .threads
+            .iter()
+            .filter(|t| t.raw.thread_id != out.crashing_tid as u32)
+            .map(|t| names.get_name(t.raw.thread_id).map(|n| n.into_owned()).unwrap_or_default())
+            .collect();
+        named.sort();
+        let mut expected: Vec<String> = (0..idle).map(|i| format!("idle-{i}")).collect();
+        expected.sort();
+        assert_eq!(named, expected, "{idle} idle threads");
+        assert_eq!(names.get_name(out.crashing_tid as u32).as_deref(), Some("crasher"));
+    }
 }
 
 /// RELIABILITY A5: 20 threads crash at once next to 100 idle ones, 50

@@ -562,15 +562,23 @@ fn main() {
         }
     }
     let heap: Vec<u8> = Vec::with_capacity(heap_mib << 20);
+    // Each idle thread says when it runs (named, its stack in use) before
+    // the app says it is ready.
+    let (running, started) = std::sync::mpsc::channel();
     let idle: Vec<_> = (0..idle_threads)
-        .filter_map(|_| {
+        .filter_map(|i| {
+            let running = running.clone();
             std::thread::Builder::new()
+                .name(format!("idle-{i}"))
                 .stack_size((thread_stack_kib + 64) << 10)
                 // Used stack the dump copies, then wait to be dumped.
-                .spawn(move || hold_stack(thread_stack_kib))
+                .spawn(move || hold_stack(thread_stack_kib, running))
                 .ok()
         })
         .collect();
+    for _ in 0..idle.len() {
+        let _ = started.recv();
+    }
     std::mem::forget(idle);
     std::hint::black_box(&heap);
     println!("ready pid={} tid={} monitor={}", std::process::id(), tid, guard.monitor_pid());
@@ -727,11 +735,13 @@ fn main() {
 }
 
 /// Recurse until about `kib` KiB of stack are in use, then sleep there.
-fn hold_stack(kib: usize) {
+fn hold_stack(kib: usize, running: std::sync::mpsc::Sender<()>) {
     let page = std::hint::black_box([1u8; 1024]);
     if kib > 1 {
-        hold_stack(kib - 1);
+        hold_stack(kib - 1, running);
     } else {
+        let _ = running.send(());
+        drop(running);
         std::thread::sleep(Duration::from_secs(60));
     }
     std::hint::black_box(&page);

@@ -22,7 +22,6 @@ use {
     },
     error_graph::{ErrorList, WriteErrorList},
     errors::{InitError, WriterError},
-    failspot::failspot,
     procfs_core::{
         process::MMPermissions,
     },
@@ -83,6 +82,10 @@ pub struct MinidumpWriter {
     threads_suspended: bool,
     /// Signals the suspended threads had pending (given back at detach).
     pending_signals: Vec<(Pid, libc::c_int)>,
+    /// crashmon patch: the general registers read at each thread's stop
+    /// (for the sandbox check), reused for its context instead of a second
+    /// `PTRACE_GETREGSET`.
+    regs_at_stop: std::collections::HashMap<Pid, crate::linux::process_inspection::regs::GenRegs>,
     pub threads: Vec<Thread>,
     pub auxv: AuxvDumpInfo,
     pub mappings: Vec<MappingInfo>,
@@ -227,6 +230,7 @@ impl MinidumpWriterConfig {
             process_id: self.process_id,
             threads_suspended: Default::default(),
             pending_signals: Default::default(),
+            regs_at_stop: Default::default(),
             threads: Default::default(),
             auxv,
             mappings: Default::default(),
@@ -348,7 +352,15 @@ impl MinidumpWriter {
         // we should have a mostly-intact dump
         dir_section.write_to_file(buffer, None)?;
 
-        let dirent = self.write_thread_list_stream(buffer)?;
+        let names = self.start_thread_names();
+        let dirent = self.write_thread_list_stream(buffer);
+        let dirent = match dirent {
+            Ok(dirent) => dirent,
+            Err(e) => {
+                self.finish_thread_names(names);
+                return Err(e.into());
+            }
+        };
         dir_section.write_to_file(buffer, Some(dirent))?;
 
         let dirent = self.write_mappings(buffer)?;
@@ -441,6 +453,7 @@ impl MinidumpWriter {
 
         file_entry!("limits", MozLinuxLimits, WriteLimitsFailed);
 
+        self.finish_thread_names(names);
         let dirent = self.write_thread_names_stream(buffer)?;
         dir_section.write_to_file(buffer, Some(dirent))?;
 
@@ -523,7 +536,7 @@ impl MinidumpWriter {
     /// Whether a stopped thread runs trusted seccomp-sandbox code, which
     /// is left out of the dump: on x86 its stack pointer is NULL or -1.
     /// Such a thread is detached at once.
-    fn skip_sandbox_thread(&self, tid: Pid) -> bool {
+    fn skip_sandbox_thread(&mut self, tid: Pid) -> bool {
         #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
         {
             // On x86, the stack pointer is NULL or -1, when executing trusted code in
@@ -534,10 +547,14 @@ impl MinidumpWriter {
             // We thus test the stack pointer and exclude any threads that are part of
             // the seccomp sandbox's trusted code.
             match self.process_inspector.get_gen_regs(tid) {
-                #[cfg(target_arch = "x86_64")]
-                Ok(regs) => regs.rsp == 0,
-                #[cfg(target_arch = "x86")]
-                Ok(regs) => regs.esp == 0,
+                Ok(regs) => {
+                    #[cfg(target_arch = "x86_64")]
+                    let sp = regs.rsp;
+                    #[cfg(target_arch = "x86")]
+                    let sp = regs.esp;
+                    self.regs_at_stop.insert(tid, regs);
+                    sp == 0
+                }
                 Err(_) => true,
             }
         }
@@ -595,6 +612,13 @@ impl MinidumpWriter {
                 }
             }
             self.threads_suspended = true;
+            // A stopped thread cannot exit, so when the process has as many
+            // threads as are stopped, these are all of them: no new thread
+            // was created since the listing (one small read instead of
+            // listing /proc/PID/task again, ~3 us per thread).
+            if self.process_thread_count() == Some(self.threads.len()) {
+                break;
+            }
             // Threads created after the last listing run untraced: list again.
             let task_path = format!("/proc/{}/task", self.process_id);
             let Ok(dir) = self.process_inspector.read_dir(&task_path) else {
@@ -605,8 +629,7 @@ impl MinidumpWriter {
                     continue;
                 };
                 if seen.insert(tid) {
-                    let name = self.read_thread_name(tid).ok();
-                    candidates.push(Thread { tid, name });
+                    candidates.push(Thread { tid, name: None });
                 }
             }
             if candidates.is_empty() {
@@ -633,18 +656,65 @@ impl MinidumpWriter {
         self.threads_suspended = false;
     }
 
-    /// The name of thread `tid` (`/proc/PID/task/TID/comm`).
-    /// (crashmon patch: one `read`; a comm is at most 16 bytes.)
-    fn read_thread_name(&self, tid: Pid) -> std::io::Result<String> {
+    /// crashmon patch: the number of threads of the process (field 20 of
+    /// `/proc/PID/stat`), `None` if it cannot be read.
+    fn process_thread_count(&self) -> Option<usize> {
+        let mut file = std::fs::File::open(format!("/proc/{}/stat", self.process_id)).ok()?;
+        let mut buf = [0u8; 1024];
+        let n = file.read(&mut buf).ok()?;
+        let stat = std::str::from_utf8(&buf[..n]).ok()?;
+        // The command name (field 2) may hold spaces and parentheses; the
+        // fields after it start after the last ')'. num_threads is the
+        // 18th of them.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        rest.split_ascii_whitespace().nth(17)?.parse().ok()
+    }
+
+    /// crashmon patch: starts reading the threads' names. With many
+    /// threads they are read on a second thread, while this one writes the
+    /// thread list (an open, read and close of /proc per thread, ~13 us;
+    /// the app is stopped meanwhile, so a CPU is free); collect them with
+    /// [`Self::finish_thread_names`].
+    fn start_thread_names(&mut self) -> Option<std::thread::JoinHandle<Vec<(Pid, Option<String>)>>> {
+        const IN_PARALLEL_FROM: usize = 8;
         let pid = self.process_id;
-        self.process_inspector
-            .read_file(format!("/proc/{pid}/task/{tid}/comm"))
-            .map_err(std::io::Error::other)
-            .and_then(|mut file| {
-                let mut buf = [0u8; 64];
-                let n = file.read(&mut buf)?;
-                Ok(String::from_utf8_lossy(&buf[..n]).trim_end().to_string())
-            })
+        let tids: Vec<Pid> = self
+            .threads
+            .iter()
+            .filter(|t| t.name.is_none())
+            .map(|t| t.tid)
+            .collect();
+        if tids.len() >= IN_PARALLEL_FROM {
+            let handle = std::thread::Builder::new()
+                .name("thread-names".into())
+                .spawn(move || {
+                    tids.into_iter()
+                        .map(|tid| (tid, read_thread_name(pid, tid).ok()))
+                        .collect()
+                });
+            if let Ok(handle) = handle {
+                return Some(handle);
+            }
+        }
+        for thread in self.threads.iter_mut().filter(|t| t.name.is_none()) {
+            thread.name = read_thread_name(pid, thread.tid).ok();
+        }
+        None
+    }
+
+    fn finish_thread_names(
+        &mut self,
+        reader: Option<std::thread::JoinHandle<Vec<(Pid, Option<String>)>>>,
+    ) {
+        let Some(names) = reader.and_then(|handle| handle.join().ok()) else {
+            return;
+        };
+        let names: std::collections::HashMap<Pid, Option<String>> = names.into_iter().collect();
+        for thread in &mut self.threads {
+            if let Some(name) = names.get(&thread.tid) {
+                thread.name.clone_from(name);
+            }
+        }
     }
 
     /// Parse /proc/$pid/task to list all the threads of the process identified by
@@ -676,18 +746,9 @@ impl MinidumpWriter {
                 }
             };
 
-            if failspot!(ThreadName) {
-                self.process_inspector.fail_one_syscall_with(libc::EPERM);
-            }
-
-            // Read the thread-name (if there is any)
-            let name = match self.read_thread_name(tid) {
-                Ok(name) => Some(name),
-                Err(e) => {
-                    soft_errors.push(InitError::ReadThreadNameFailed(e));
-                    None
-                }
-            };
+            // crashmon patch: names are read while the dump is written
+            // (`start_thread_names`), not before the threads are stopped.
+            let name = None;
 
             self.threads.push(Thread { tid, name });
         }
@@ -742,7 +803,19 @@ impl MinidumpWriter {
             return Err(ThreadInfoError::IndexOutOfBounds(index, self.threads.len()));
         }
 
-        ThreadInfo::create(&self.process_inspector, self.threads[index].tid)
+        let tid = self.threads[index].tid;
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        {
+            ThreadInfo::create_with_regs(
+                &self.process_inspector,
+                tid,
+                self.regs_at_stop.get(&tid).copied(),
+            )
+        }
+        #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+        {
+            ThreadInfo::create(&self.process_inspector, tid)
+        }
     }
 
     // Returns a valid stack pointer and the mapping that contains the stack.
@@ -992,4 +1065,13 @@ fn write_soft_errors(
         serde_json::to_string_pretty(&soft_errors).map_err(WriterError::ConvertToJsonFailed)?;
     let section = MemoryArrayWriter::write_bytes(buffer, soft_errors_json_str.as_bytes());
     Ok(section.location())
+}
+
+/// The name of thread `tid` of process `pid` (`/proc/PID/task/TID/comm`).
+/// (crashmon patch: one `read`; a comm is at most 16 bytes.)
+fn read_thread_name(pid: Pid, tid: Pid) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(format!("/proc/{pid}/task/{tid}/comm"))?;
+    let mut buf = [0u8; 64];
+    let n = file.read(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).trim_end().to_string())
 }

@@ -39,7 +39,9 @@ impl MinidumpWriter {
             MemoryArrayWriter::<MDRawThreadName>::alloc_array(buffer, num_threads)?;
         dirent.location.data_size += thread_list.location().data_size;
 
-        for (idx, item) in self.threads.iter().enumerate() {
+        // crashmon patch: named threads are numbered among themselves (the
+        // array has one slot per named thread).
+        for (idx, item) in self.threads.iter().filter(|t| t.name.is_some()).enumerate() {
             if let Some(name) = &item.name {
                 let pos = write_string_to_location(buffer, name)?;
                 let thread = MDRawThreadName {

@@ -18,12 +18,25 @@ pub struct ThreadInfoX86 {
 
 impl ThreadInfoX86 {
     pub fn create(process_inspector: &ProcessInspector, tid: Pid) -> Result<Self, ThreadInfoError> {
+        Self::create_with_regs(process_inspector, tid, None)
+    }
+
+    /// crashmon patch: `regs`, when given, are the thread's general
+    /// registers already read during this stop (no second read).
+    pub fn create_with_regs(
+        process_inspector: &ProcessInspector,
+        tid: Pid,
+        regs: Option<user_regs_struct>,
+    ) -> Result<Self, ThreadInfoError> {
         // crashmon patch: /proc/TID/status is not read for every thread; its
         // two fields are not used anywhere in the dump.
         let (ppid, tgid) = (-1, -1);
-        let regs = process_inspector
-            .get_gen_regs(tid)
-            .map_err(ThreadInfoError::PtraceError)?;
+        let regs = match regs {
+            Some(regs) => regs,
+            None => process_inspector
+                .get_gen_regs(tid)
+                .map_err(ThreadInfoError::PtraceError)?,
+        };
         let fpregs = process_inspector
             .get_fp_regs(tid)
             .map_err(ThreadInfoError::PtraceError)?;
@@ -50,13 +63,17 @@ impl ThreadInfoX86 {
                     RegType::from_ne_bytes(chunk[0..mem::size_of::<RegType>()].try_into().unwrap())
                 })
         };
-        // crashmon patch: DR7 (control) and DR6 (status, which a single
-        // step sets without any breakpoint) always; the address registers
-        // DR0-DR3 (and the reserved DR4, DR5) only when DR7 enables a
-        // breakpoint: two PTRACE_PEEKUSER per thread instead of eight when
-        // none is set, as almost always.
+        // crashmon patch: DR7 (control) always; DR6 (status) only when it
+        // can have been set: a breakpoint enabled in DR7, or a single step
+        // (the trap flag, EFLAGS bit 8); the address registers DR0-DR3 (and
+        // the reserved DR4, DR5) only when DR7 enables a breakpoint. One
+        // PTRACE_PEEKUSER per thread instead of eight when neither is the
+        // case, as almost always.
+        let trap_flag = regs.eflags & 0x100 != 0;
         dregs[7] = peek(7)?;
-        dregs[6] = peek(6)?;
+        if dregs[7] != 0 || trap_flag {
+            dregs[6] = peek(6)?;
+        }
         if dregs[7] != 0 {
             for (idx, dreg) in dregs.iter_mut().enumerate().take(6) {
                 *dreg = peek(idx)?;
