@@ -16,6 +16,20 @@ pub(crate) struct Mapped {
     map: memmap2::Mmap,
 }
 
+/// A mapped ELF symbol file with the decompressed copies of its compressed
+/// DWARF sections, made by the lazy lookup that borrows them.
+#[derive(Debug)]
+pub(crate) struct MappedElf {
+    pub(crate) map: Mapped,
+    pub(crate) decompressed: crate::lazy::Decompressed,
+}
+
+impl MappedElf {
+    pub(crate) fn open(path: &Path) -> std::io::Result<MappedElf> {
+        Ok(MappedElf { map: Mapped::open(path)?, decompressed: Default::default() })
+    }
+}
+
 impl Mapped {
     pub(crate) fn open(path: &Path) -> std::io::Result<Mapped> {
         let file = std::fs::File::open(path)?;

@@ -13,7 +13,7 @@ use minidump_unwind::{CallStack, FrameTrust, StackFrame};
 use crate::cache::SymbolCache;
 use crate::error::SymbolicateError;
 use crate::locate::{Located, Locator, SymbolFile};
-use crate::mapped::Mapped;
+use crate::mapped::MappedElf;
 use crate::provider::{CacheStats, ModuleSymbols, Provider};
 use crate::report::{CrashSummary, FrameReport, ModuleReport, Report, SystemSummary, ThreadReport};
 use crate::server::ServerClient;
@@ -69,10 +69,10 @@ pub(crate) fn symbolicate_path(
     // ELF symbol files are mapped (not read): the lazy lookup touches only
     // what it needs. Mapping is cheap; nothing is parsed until a frame of
     // the module is looked up.
-    let mapped: Vec<Option<Mapped>> = located
+    let mapped: Vec<Option<MappedElf>> = located
         .iter()
         .map(|l| match &l.file {
-            Some(SymbolFile::Elf(path)) => Mapped::open(path).ok(),
+            Some(SymbolFile::Elf(path)) => MappedElf::open(path).ok(),
             _ => None,
         })
         .collect();

@@ -29,7 +29,7 @@ use symbolic_symcache::SymCache;
 use crate::cache::SymbolCache;
 use crate::lazy::{LazyElf, Location};
 use crate::locate::SymbolFile;
-use crate::mapped::Mapped;
+use crate::mapped::{Mapped, MappedElf};
 
 /// One module's symbols, as the provider sees them.
 pub(crate) struct ModuleSymbols {
@@ -72,7 +72,7 @@ enum Source<'m> {
 /// Per-module state of the provider.
 struct ModuleState<'m> {
     symbols: ModuleSymbols,
-    mapped: Option<&'m Mapped>,
+    mapped: Option<&'m MappedElf>,
     source: OnceLock<Source<'m>>,
     /// A whole table built because the lazy lookup gave up on this file.
     fallback: OnceLock<Option<Vec<u8>>>,
@@ -98,7 +98,7 @@ impl<'m> Provider<'m> {
         system_info: &minidump::MinidumpSystemInfo,
         dump_modules: &[MinidumpModule],
         symbols: Vec<ModuleSymbols>,
-        mapped: &'m [Option<Mapped>],
+        mapped: &'m [Option<MappedElf>],
         binaries: &[Option<PathBuf>],
         cache: Option<SymbolCache>,
         tables_first: bool,
@@ -168,7 +168,7 @@ impl<'m> Provider<'m> {
             }
             if let (SymbolFile::Elf(path), Some(mapped), false) = (file, state.mapped, self.tables_first) {
                 let started = Instant::now();
-                match LazyElf::open(mapped.bytes()) {
+                match LazyElf::open(mapped.map.bytes(), &mapped.decompressed) {
                     Ok(lazy) => {
                         tracing::debug!(
                             file = %path.display(),
