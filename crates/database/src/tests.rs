@@ -808,3 +808,28 @@ fn a_dump_whose_metadata_cannot_be_read_is_kept() {
     assert_eq!(f.db.list().unwrap().len(), 1);
     assert!(root.join(format!("new/{moved_id}.dmp")).exists(), "still unknown, still kept");
 }
+
+/// Big writes reach the file in pieces of at most `WRITE_CHUNK` bytes, all
+/// of them, in order.
+#[test]
+fn big_writes_go_in_pieces() {
+    struct Recorder {
+        bytes: Vec<u8>,
+        writes: Vec<usize>,
+    }
+    impl Write for Recorder {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.writes.push(buf.len());
+            self.bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let data: Vec<u8> = (0..3 * WRITE_CHUNK + 5).map(|i| (i % 251) as u8).collect();
+    let mut out = Recorder { bytes: Vec::new(), writes: Vec::new() };
+    write_in_chunks(&mut out, &data).unwrap();
+    assert_eq!(out.bytes, data);
+    assert_eq!(out.writes, vec![WRITE_CHUNK, WRITE_CHUNK, WRITE_CHUNK, 5]);
+}
