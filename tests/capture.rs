@@ -266,16 +266,21 @@ fn thread_names_reach_the_dump() {
         let list: MinidumpThreadList<'_> = md.get_stream().unwrap();
         let names: MinidumpThreadNames = md.get_stream().expect("a thread names stream");
         assert_eq!(list.threads.len(), idle + 1, "the main thread and {idle} idle ones");
-        let mut named: Vec<String> = list
-            .threads
+        // Each idle thread's name under its own id (printed by the crasher).
+        let idle_tids: Vec<(String, u32)> = out
+            .lines
             .iter()
-            .filter(|t| t.raw.thread_id != out.crashing_tid as u32)
-            .map(|t| names.get_name(t.raw.thread_id).map(|n| n.into_owned()).unwrap_or_default())
+            .filter(|l| l.starts_with("idle-"))
+            .filter_map(|l| {
+                let (name, tid) = l.split_once(" tid=")?;
+                Some((name.to_owned(), tid.parse().ok()?))
+            })
             .collect();
-        named.sort();
-        let mut expected: Vec<String> = (0..idle).map(|i| format!("idle-{i}")).collect();
-        expected.sort();
-        assert_eq!(named, expected, "{idle} idle threads");
+        assert_eq!(idle_tids.len(), idle, "{:?}", out.lines);
+        for (name, tid) in &idle_tids {
+            assert!(list.threads.iter().any(|t| t.raw.thread_id == *tid), "{name} (tid {tid}) in the thread list");
+            assert_eq!(names.get_name(*tid).as_deref(), Some(name.as_str()), "the name of tid {tid}");
+        }
         assert_eq!(names.get_name(out.crashing_tid as u32).as_deref(), Some("crasher"));
     }
 }

@@ -563,7 +563,7 @@ fn main() {
     }
     let heap: Vec<u8> = Vec::with_capacity(heap_mib << 20);
     // Each idle thread says when it runs (named, its stack in use) before
-    // the app says it is ready.
+    // the app says it is ready; the app prints `idle-I tid=T` for each.
     let (running, started) = std::sync::mpsc::channel();
     let idle: Vec<_> = (0..idle_threads)
         .filter_map(|i| {
@@ -572,12 +572,16 @@ fn main() {
                 .name(format!("idle-{i}"))
                 .stack_size((thread_stack_kib + 64) << 10)
                 // Used stack the dump copies, then wait to be dumped.
-                .spawn(move || hold_stack(thread_stack_kib, running))
+                .spawn(move || hold_stack(thread_stack_kib, i, running))
                 .ok()
         })
         .collect();
+    drop(running);
     for _ in 0..idle.len() {
-        let _ = started.recv();
+        match started.recv() {
+            Ok((i, tid)) => println!("idle-{i} tid={tid}"),
+            Err(_) => break,
+        }
     }
     std::mem::forget(idle);
     std::hint::black_box(&heap);
@@ -735,12 +739,12 @@ fn main() {
 }
 
 /// Recurse until about `kib` KiB of stack are in use, then sleep there.
-fn hold_stack(kib: usize, running: std::sync::mpsc::Sender<()>) {
+fn hold_stack(kib: usize, index: usize, running: std::sync::mpsc::Sender<(usize, libc::pid_t)>) {
     let page = std::hint::black_box([1u8; 1024]);
     if kib > 1 {
-        hold_stack(kib - 1, running);
+        hold_stack(kib - 1, index, running);
     } else {
-        let _ = running.send(());
+        let _ = running.send((index, nix::unistd::gettid().as_raw()));
         drop(running);
         std::thread::sleep(Duration::from_secs(60));
     }

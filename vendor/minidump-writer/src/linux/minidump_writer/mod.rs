@@ -352,15 +352,10 @@ impl MinidumpWriter {
         // we should have a mostly-intact dump
         dir_section.write_to_file(buffer, None)?;
 
+        // (On an early return below the names thread is left to finish on
+        // its own: it owns what it reads.)
         let names = self.start_thread_names();
-        let dirent = self.write_thread_list_stream(buffer);
-        let dirent = match dirent {
-            Ok(dirent) => dirent,
-            Err(e) => {
-                self.finish_thread_names(names);
-                return Err(e.into());
-            }
-        };
+        let dirent = self.write_thread_list_stream(buffer)?;
         dir_section.write_to_file(buffer, Some(dirent))?;
 
         let dirent = self.write_mappings(buffer)?;
@@ -577,11 +572,16 @@ impl MinidumpWriter {
         let mut seen: std::collections::HashSet<Pid> = candidates.iter().map(|t| t.tid).collect();
         // Bounded: a process spawning threads as fast as we stop them.
         for _round in 0..16 {
+            // Whether every thread of this round was seized and stopped.
+            let mut all_stopped = true;
             let mut seized = Vec::with_capacity(candidates.len());
             for thread in candidates.drain(..) {
                 match self.process_inspector.seize_thread(thread.tid) {
                     Ok(()) => seized.push(thread),
-                    Err(e) => soft_errors.push(WriterError::SuspendThreadFailed(e)),
+                    Err(e) => {
+                        all_stopped = false;
+                        soft_errors.push(WriterError::SuspendThreadFailed(e));
+                    }
                 }
             }
             let mut interrupted = Vec::with_capacity(seized.len());
@@ -590,6 +590,7 @@ impl MinidumpWriter {
                     Ok(()) => interrupted.push(thread),
                     Err(e) => {
                         // Gone (ESRCH); a seized thread that exits needs no detach.
+                        all_stopped = false;
                         soft_errors.push(WriterError::SuspendThreadFailed(e));
                     }
                 }
@@ -601,6 +602,7 @@ impl MinidumpWriter {
                             self.pending_signals.push((thread.tid, signal));
                         }
                         if self.skip_sandbox_thread(thread.tid) {
+                            all_stopped = false;
                             let _ = self.process_inspector.detach_thread(thread.tid, signal);
                             soft_errors.push(WriterError::DetachSkippedThread(thread.tid));
                         } else {
@@ -608,15 +610,23 @@ impl MinidumpWriter {
                         }
                     }
                     // It exited meanwhile.
-                    Err(e) => soft_errors.push(WriterError::SuspendThreadFailed(e)),
+                    Err(e) => {
+                        all_stopped = false;
+                        soft_errors.push(WriterError::SuspendThreadFailed(e));
+                    }
                 }
             }
             self.threads_suspended = true;
-            // A stopped thread cannot exit, so when the process has as many
-            // threads as are stopped, these are all of them: no new thread
-            // was created since the listing (one small read instead of
-            // listing /proc/PID/task again, ~3 us per thread).
-            if self.process_thread_count() == Some(self.threads.len()) {
+            // A thread stopped by us stays counted in the process's
+            // num_threads until we detach it or reap it (one killed while
+            // stopped stays a zombie, counted, until its tracer reaps it),
+            // and `self.threads` holds only such threads. So when every
+            // candidate was stopped and the count equals ours, there is no
+            // thread we do not hold: one small read instead of listing
+            // /proc/PID/task again (~3.4 us per thread). Any failure
+            // (a thread that exited, one we could not seize, a sandbox
+            // thread let go) lists again, as before.
+            if all_stopped && self.process_thread_count() == Some(self.threads.len()) {
                 break;
             }
             // Threads created after the last listing run untraced: list again.
@@ -658,15 +668,17 @@ impl MinidumpWriter {
 
     /// crashmon patch: the number of threads of the process (field 20 of
     /// `/proc/PID/stat`), `None` if it cannot be read.
+    /// (Read directly, not through `process_inspector`, like the threads'
+    /// names.)
     fn process_thread_count(&self) -> Option<usize> {
         let mut file = std::fs::File::open(format!("/proc/{}/stat", self.process_id)).ok()?;
         let mut buf = [0u8; 1024];
         let n = file.read(&mut buf).ok()?;
-        let stat = std::str::from_utf8(&buf[..n]).ok()?;
-        // The command name (field 2) may hold spaces and parentheses; the
-        // fields after it start after the last ')'. num_threads is the
-        // 18th of them.
-        let rest = &stat[stat.rfind(')')? + 1..];
+        // The command name (field 2) may hold spaces, parentheses and
+        // bytes that are not UTF-8; the fields after it start after the
+        // last ')'. num_threads is the 18th of them.
+        let after_comm = buf[..n].iter().rposition(|&b| b == b')')? + 1;
+        let rest = std::str::from_utf8(&buf[after_comm..n]).ok()?;
         rest.split_ascii_whitespace().nth(17)?.parse().ok()
     }
 

@@ -63,12 +63,13 @@ impl ThreadInfoX86 {
                     RegType::from_ne_bytes(chunk[0..mem::size_of::<RegType>()].try_into().unwrap())
                 })
         };
-        // crashmon patch: DR7 (control) always; DR6 (status) only when it
-        // can have been set: a breakpoint enabled in DR7, or a single step
-        // (the trap flag, EFLAGS bit 8); the address registers DR0-DR3 (and
-        // the reserved DR4, DR5) only when DR7 enables a breakpoint. One
-        // PTRACE_PEEKUSER per thread instead of eight when neither is the
-        // case, as almost always.
+        // crashmon patch: DR7 (control) always; DR6 (status) only when a
+        // breakpoint is enabled in DR7 or the trap flag (EFLAGS bit 8) is
+        // set, and taken as 0 otherwise: a single-step bit left in DR6 by
+        // an earlier step of a debugger, whose trap flag has since been
+        // cleared, is not recorded. The address registers DR0-DR3 (and the
+        // reserved DR4, DR5) only when DR7 enables a breakpoint. One
+        // PTRACE_PEEKUSER per thread instead of eight in the usual case.
         let trap_flag = regs.eflags & 0x100 != 0;
         dregs[7] = peek(7)?;
         if dregs[7] != 0 || trap_flag {
