@@ -285,6 +285,33 @@ fn thread_names_reach_the_dump() {
     }
 }
 
+/// Threads that appear and exit while the app is being dumped (4 threads
+/// starting and joining threads in a loop): the capture lists the threads
+/// again when a thread it listed is gone or the count disagrees, and
+/// every time the app dies by its signal with one dump that parses and
+/// holds the crashing thread, its idle threads and the churning ones.
+#[test]
+fn threads_coming_and_going_during_the_dump() {
+    for round in 0..10 {
+        let started = std::time::Instant::now();
+        let out = run("segv", "main", &["--threads", "3", "--churn", "4"]);
+        assert_eq!(out.signal, Some(libc::SIGSEGV), "round {round}");
+        assert!(started.elapsed() < Duration::from_secs(10), "round {round}: {:?}", started.elapsed());
+        let md = Minidump::read_path(one_dump(out.db.path())).expect("parses");
+        let list: MinidumpThreadList<'_> = md.get_stream().unwrap();
+        assert!(list.threads.iter().any(|t| t.raw.thread_id == out.crashing_tid as u32), "round {round}");
+        let names: MinidumpThreadNames = md.get_stream().expect("a thread names stream");
+        let named = |name: &str| {
+            list.threads.iter().filter(|t| names.get_name(t.raw.thread_id).as_deref() == Some(name)).count()
+        };
+        // A thread just started carries its parent's name until it sets
+        // its own: "churn" is the four churning threads and maybe some of
+        // their newest children.
+        assert!(named("churn") >= 4, "round {round}: the four churning threads ({})", named("churn"));
+        assert_eq!((0..3).filter(|i| named(&format!("idle-{i}")) == 1).count(), 3, "round {round}: the idle threads");
+    }
+}
+
 /// RELIABILITY A5: 20 threads crash at once next to 100 idle ones, 50
 /// times: every time exactly one dump, and death by SIGSEGV within 10 s.
 #[test]

@@ -37,6 +37,8 @@
 //! app replaces the SIGSEGV/SIGABRT dispositions with `libc::sigaction`: a
 //! handler printing `late handler ran sig=N`, or SIG_DFL), `--rearm` (then
 //! calls `crashmon_handler::rearm()` and prints `rearmed n=N`).
+//! `--churn N`: N threads start and join short-lived threads in a loop
+//! (threads appear and exit during the dump).
 //! `--on small-pthread` crashes on a thread made by `libc::pthread_create`
 //! with a 64 KiB stack (as C code makes them: no alternate signal stack);
 //! with `--thread-alt-stack` that thread first calls
@@ -416,6 +418,7 @@ fn main() {
     // `--heap-mib M` of reserved heap.
     let mut attach: Vec<String> = Vec::new();
     let mut idle_threads = 0usize;
+    let mut churn_threads = 0usize;
     let mut thread_stack_kib = 0usize;
     let mut heap_mib = 0usize;
     let mut breadcrumbs = 0usize;
@@ -480,6 +483,7 @@ fn main() {
             "--on" => on = args.next().unwrap_or_default(),
             "--attach" => attach.extend(args.next()),
             "--threads" => idle_threads = args.next().and_then(|n| n.parse().ok()).unwrap_or(0),
+            "--churn" => churn_threads = args.next().and_then(|n| n.parse().ok()).unwrap_or(0),
             "--thread-stack-kib" => thread_stack_kib = args.next().and_then(|n| n.parse().ok()).unwrap_or(0),
             "--heap-mib" => heap_mib = args.next().and_then(|n| n.parse().ok()).unwrap_or(0),
             "--reply-timeout-ms" => reply_timeout = args.next().and_then(|v| v.parse::<u64>().ok()),
@@ -584,6 +588,24 @@ fn main() {
         }
     }
     std::mem::forget(idle);
+    // `--churn N`: N threads that start and join short-lived threads
+    // without pause, so threads appear and exit while the app is dumped.
+    // Each says when it runs (and has its name).
+    let (churning, churn_started) = std::sync::mpsc::channel::<()>();
+    for _ in 0..churn_threads {
+        let churning = churning.clone();
+        let _ = std::thread::Builder::new().name("churn".into()).spawn(move || {
+            let _ = churning.send(());
+            drop(churning);
+            loop {
+                if let Ok(t) = std::thread::Builder::new().name("churned".into()).spawn(|| std::hint::black_box(1)) {
+                    let _ = t.join();
+                }
+            }
+        });
+    }
+    drop(churning);
+    while churn_started.recv().is_ok() {}
     std::hint::black_box(&heap);
     println!("ready pid={} tid={} monitor={}", std::process::id(), tid, guard.monitor_pid());
     let _ = std::io::stdout().flush();
