@@ -282,6 +282,14 @@ fn thread_names_reach_the_dump() {
             assert_eq!(names.get_name(*tid).as_deref(), Some(name.as_str()), "the name of tid {tid}");
         }
         assert_eq!(names.get_name(out.crashing_tid as u32).as_deref(), Some("crasher"));
+        // /proc/PID/maps as the LinuxMaps stream (the text the capture read
+        // for its mappings): the executable, the main stack, and a mapping
+        // for each idle thread's stack at least.
+        let maps = md.get_raw_stream(minidump::format::MINIDUMP_STREAM_TYPE::LinuxMaps as u32).expect("a maps stream");
+        let maps = String::from_utf8_lossy(maps);
+        assert!(maps.lines().any(|l| l.ends_with("/crasher")), "{maps}");
+        assert!(maps.lines().any(|l| l.ends_with("[stack]")), "{maps}");
+        assert!(maps.lines().count() > idle, "{maps}");
     }
 }
 

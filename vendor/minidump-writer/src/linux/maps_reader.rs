@@ -148,6 +148,12 @@ impl MappingInfo {
         Self::aggregate(maps, linux_gate_loc)
     }
 
+    /// crashmon patch: the mappings of a `/proc/PID/maps` already read.
+    pub fn from_maps_text(text: &[u8], linux_gate_loc: Option<AuxvType>) -> Result<Vec<Self>> {
+        let maps = MemoryMaps::from_read(text)?;
+        Self::aggregate(maps, linux_gate_loc)
+    }
+
     /// Return whether the `name` field is a path (contains a `/`).
     pub fn name_is_path(&self) -> bool {
         is_mapping_a_path(self.name.as_deref())

@@ -86,6 +86,10 @@ pub struct MinidumpWriter {
     /// (for the sandbox check), reused for its context instead of a second
     /// `PTRACE_GETREGSET`.
     regs_at_stop: std::collections::HashMap<Pid, crate::linux::process_inspection::regs::GenRegs>,
+    /// crashmon patch: `/proc/PID/maps` as read for the mappings, written
+    /// as the `LinuxMaps` stream instead of reading it a second time (it
+    /// has ~2 lines per thread).
+    maps_text: Option<Vec<u8>>,
     pub threads: Vec<Thread>,
     pub auxv: AuxvDumpInfo,
     pub mappings: Vec<MappingInfo>,
@@ -231,6 +235,7 @@ impl MinidumpWriterConfig {
             threads_suspended: Default::default(),
             pending_signals: Default::default(),
             regs_at_stop: Default::default(),
+            maps_text: None,
             threads: Default::default(),
             auxv,
             mappings: Default::default(),
@@ -434,7 +439,15 @@ impl MinidumpWriter {
         file_entry!("cmdline", LinuxCmdLine, WriteCommandLineFailed);
         file_entry!("environ", LinuxEnviron, WriteEnvironmentFailed);
         file_entry!("auxv", LinuxAuxv, WriteEnvironmentFailed);
-        file_entry!("maps", LinuxMaps, WriteMapsFailed);
+        match self.maps_text.take() {
+            Some(text) => {
+                let section = MemoryArrayWriter::write_bytes(buffer, &text);
+                file_entry!(res Ok::<_, MemoryWriterError>(section.location()), LinuxMaps, WriteMapsFailed);
+            }
+            None => {
+                file_entry!("maps", LinuxMaps, WriteMapsFailed);
+            }
+        }
 
         let dirent =
             match dso_debug::write_dso_debug_stream(&self.process_inspector, buffer, &self.auxv) {
@@ -776,12 +789,27 @@ impl MinidumpWriter {
         // case its entry when creating the list of mappings.
         // See http://www.trilithium.com/johan/2005/08/linux-gate/ for more
         // information.
-        self.mappings = MappingInfo::for_pid(
-            &self.process_inspector,
-            self.process_id,
-            self.auxv.get_linux_gate_address(),
-        )
+        // crashmon patch: the text is kept for the LinuxMaps stream; if it
+        // cannot be read here, the original path reads it (and the stream
+        // reads it again).
+        let maps_text = self
+            .process_inspector
+            .read_file(format!("/proc/{}/maps", self.process_id))
+            .ok()
+            .and_then(|mut file| {
+                let mut text = Vec::new();
+                file.read_to_end(&mut text).ok().map(|_| text)
+            });
+        self.mappings = match &maps_text {
+            Some(text) => MappingInfo::from_maps_text(text, self.auxv.get_linux_gate_address()),
+            None => MappingInfo::for_pid(
+                &self.process_inspector,
+                self.process_id,
+                self.auxv.get_linux_gate_address(),
+            ),
+        }
         .map_err(InitError::AggregateMappingsFailed)?;
+        self.maps_text = maps_text;
 
         // Although the initial executable is usually the first mapping, it's not
         // guaranteed (see http://crosbug.com/25355); therefore, try to use the
