@@ -287,17 +287,19 @@ fn thread_names_reach_the_dump() {
         // for each idle thread's stack at least.
         let maps = md.get_raw_stream(minidump::format::MINIDUMP_STREAM_TYPE::LinuxMaps as u32).expect("a maps stream");
         let maps = String::from_utf8_lossy(maps);
-        assert!(maps.lines().any(|l| l.ends_with("/crasher")), "{maps}");
+        assert!(maps.lines().any(|l| l.contains("/crasher")), "{maps}");
         assert!(maps.lines().any(|l| l.ends_with("[stack]")), "{maps}");
-        assert!(maps.lines().count() > idle, "{maps}");
+        assert!(maps.lines().count() >= 2 * idle, "a stack and a guard page per idle thread: {maps}");
     }
 }
 
 /// Threads that appear and exit while the app is being dumped (4 threads
-/// starting and joining threads in a loop): the capture lists the threads
-/// again when a thread it listed is gone or the count disagrees, and
-/// every time the app dies by its signal with one dump that parses and
-/// holds the crashing thread, its idle threads and the churning ones.
+/// starting and joining threads in a loop): every time the app dies by its
+/// signal with one dump that parses and holds the crashing thread, its
+/// idle threads and the churning ones. (The capture lists the threads
+/// again when a listed thread is gone or the count disagrees; by hand,
+/// that happened in about a third of such crashes: the dumps' soft errors
+/// name the threads that exited. The test does not require it.)
 #[test]
 fn threads_coming_and_going_during_the_dump() {
     for round in 0..10 {

@@ -15,7 +15,11 @@
  * time per thread.
  */
 #define _GNU_SOURCE
+#ifndef __x86_64__
+#error "ptrace_floor reads x86-64 registers"
+#endif
 #include <dirent.h>
+#include <errno.h>
 #include <elf.h>
 #include <pthread.h>
 #include <signal.h>
@@ -38,9 +42,17 @@ static double now_us(void) {
 
 static void *idle(void *arg) {
     volatile char used[8192];
-    memset((char *)used, 1, sizeof used);
+    for (size_t i = 0; i < sizeof used; i++) used[i] = 1;
     for (;;) pause();
     return arg;
+}
+
+/* A failed call makes the numbers meaningless: stop. */
+static void check(long rv, const char *what, pid_t tid) {
+    if (rv == -1) {
+        fprintf(stderr, "ptrace_floor: %s of thread %d: %s\n", what, tid, strerror(errno));
+        exit(1);
+    }
 }
 
 static pid_t target;
@@ -52,26 +64,28 @@ struct share { int lo, hi, who; pthread_barrier_t *all_read; };
 
 static void *tracer(void *arg) {
     struct share *s = arg;
-    for (int i = s->lo; i < s->hi; i++) ptrace(PTRACE_SEIZE, tids[i], 0, 0);
-    for (int i = s->lo; i < s->hi; i++) ptrace(PTRACE_INTERRUPT, tids[i], 0, 0);
+    for (int i = s->lo; i < s->hi; i++) check(ptrace(PTRACE_SEIZE, tids[i], 0, 0), "PTRACE_SEIZE", tids[i]);
+    for (int i = s->lo; i < s->hi; i++) check(ptrace(PTRACE_INTERRUPT, tids[i], 0, 0), "PTRACE_INTERRUPT", tids[i]);
     for (int i = s->lo; i < s->hi; i++) {
         siginfo_t si;
-        waitid(P_PID, tids[i], &si, WSTOPPED | __WALL | WNOWAIT);
+        check(waitid(P_PID, tids[i], &si, WSTOPPED | __WALL | WNOWAIT), "waitid", tids[i]);
     }
     for (int i = s->lo; i < s->hi; i++) {
         struct user_regs_struct regs;
         struct iovec r = {&regs, sizeof regs};
-        ptrace(PTRACE_GETREGSET, tids[i], NT_PRSTATUS, &r);
+        check(ptrace(PTRACE_GETREGSET, tids[i], NT_PRSTATUS, &r), "PTRACE_GETREGSET", tids[i]);
         struct user_fpregs_struct fp;
         struct iovec f = {&fp, sizeof fp};
-        ptrace(PTRACE_GETREGSET, tids[i], NT_PRFPREG, &f);
-        ptrace(PTRACE_PEEKUSER, tids[i], offsetof(struct user, u_debugreg) + 7 * sizeof(long), 0);
+        check(ptrace(PTRACE_GETREGSET, tids[i], NT_PRFPREG, &f), "PTRACE_GETREGSET (FP)", tids[i]);
+        errno = 0;
+        long dr7 = ptrace(PTRACE_PEEKUSER, tids[i], offsetof(struct user, u_debugreg) + 7 * sizeof(long), 0);
+        if (errno != 0) check(dr7, "PTRACE_PEEKUSER", tids[i]);
         struct iovec local = {stack_copy[s->who], sizeof stack_copy[0]};
         struct iovec remote = {(void *)(regs.rsp & ~4095UL), sizeof stack_copy[0]};
-        process_vm_readv(target, &local, 1, &remote, 1, 0);
+        check(process_vm_readv(target, &local, 1, &remote, 1, 0), "process_vm_readv", tids[i]);
     }
     pthread_barrier_wait(s->all_read);
-    for (int i = s->lo; i < s->hi; i++) ptrace(PTRACE_DETACH, tids[i], 0, 0);
+    for (int i = s->lo; i < s->hi; i++) check(ptrace(PTRACE_DETACH, tids[i], 0, 0), "PTRACE_DETACH", tids[i]);
     return NULL;
 }
 
@@ -84,19 +98,26 @@ int main(int argc, char **argv) {
     int ready[2];
     if (pipe(ready) != 0) return 1;
     target = fork();
+    if (target == -1) return 1;
     if (target == 0) {
+        close(ready[0]);
+        pthread_attr_t a;
+        pthread_attr_init(&a);
+        pthread_attr_setstacksize(&a, 65536);
         for (int i = 0; i < n - 1; i++) {
             pthread_t t;
-            pthread_attr_t a;
-            pthread_attr_init(&a);
-            pthread_attr_setstacksize(&a, 65536);
             if (pthread_create(&t, &a, idle, NULL) != 0) break;
         }
+        pthread_attr_destroy(&a);
         if (write(ready[1], "x", 1) != 1) _exit(1);
         for (;;) pause();
     }
+    close(ready[1]);
     char c;
-    if (read(ready[0], &c, 1) != 1) return 1;
+    if (read(ready[0], &c, 1) != 1) {
+        fprintf(stderr, "ptrace_floor: the target did not start\n");
+        return 1;
+    }
     usleep(100000);
     char task[64];
     snprintf(task, sizeof task, "/proc/%d/task", target);
@@ -115,7 +136,11 @@ int main(int argc, char **argv) {
         double t0 = now_us();
         for (int k = 0; k < tracers; k++) {
             shares[k] = (struct share){ntids * k / tracers, ntids * (k + 1) / tracers, k, &all_read};
-            pthread_create(&threads[k], NULL, tracer, &shares[k]);
+            if (pthread_create(&threads[k], NULL, tracer, &shares[k]) != 0) {
+                fprintf(stderr, "ptrace_floor: cannot start a tracer thread\n");
+                kill(target, SIGKILL);
+                return 1;
+            }
         }
         for (int k = 0; k < tracers; k++) pthread_join(threads[k], NULL);
         double t1 = now_us();

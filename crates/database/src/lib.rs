@@ -716,17 +716,10 @@ impl Database {
         })?;
         fs::rename(&creating, &path).map_err(io_err("name", &path))?;
         let json_path = self.file(ReportState::New, id, FileKind::Metadata);
-        // Both names made durable now, while the monitor captures (this
-        // runs on a second thread): make_durable then syncs only the two
-        // files' contents.
-        match create_file(&json_path).and_then(|metadata_file| {
-            sync_dir(&self.dir(ReportState::New))?;
-            Ok(metadata_file)
-        }) {
+        match create_file(&json_path) {
             Ok(metadata_file) => Ok(NewDump { id, file, path, metadata_file }),
             Err(e) => {
                 // Unlink while still holding the lock (see abandon_dump).
-                let _ = remove_file(&json_path);
                 let _ = remove_file(&path);
                 Err(e)
             }
@@ -743,9 +736,9 @@ impl Database {
 
     /// Makes a finished dump durable where it is, in `new/`: writes
     /// `metadata` to `new/<id>.json` (created by
-    /// [`begin_dump`](Self::begin_dump), which made both names durable) and
-    /// fsyncs the dump and the metadata, concurrently (so the filesystem can
-    /// fold them into one journal commit). The `id` of `metadata` is replaced by the dump's and
+    /// [`begin_dump`](Self::begin_dump)) and fsyncs the dump, the metadata and
+    /// `new/` itself, concurrently (so the filesystem can fold them into one
+    /// journal commit). The `id` of `metadata` is replaced by the dump's and
     /// `dump_size` by the dump's actual size.
     ///
     /// When this returns, the report survives a crash of this process or of
@@ -763,20 +756,21 @@ impl Database {
         let json = to_json(&metadata, &json_path)?;
         let result = (|| {
             json_file.write_all(&json).map_err(io_err("write", &json_path))?;
-            // This is on the crashed app's critical path: two fsyncs at
-            // once cost about one journal commit. (The directory was synced
-            // by begin_dump, during the capture.)
+            // This is on the crashed app's critical path: three fsyncs at
+            // once cost about one journal commit.
+            let dir = self.dir(ReportState::New);
             std::thread::scope(|scope| {
+                let panicked = |path: &Path| DbError::Io {
+                    op: "sync",
+                    path: path.to_path_buf(),
+                    source: io::Error::other("sync thread panicked"),
+                };
                 let json_sync = scope.spawn(|| json_file.sync_all().map_err(io_err("sync", &json_path)));
+                let dir_sync = scope.spawn(|| sync_dir(&dir));
                 let dump_sync = file.sync_all().map_err(io_err("sync", &path));
-                let json_sync = json_sync.join().unwrap_or_else(|_| {
-                    Err(DbError::Io {
-                        op: "sync",
-                        path: json_path.clone(),
-                        source: io::Error::other("sync thread panicked"),
-                    })
-                });
-                dump_sync.and(json_sync)
+                let json_sync = json_sync.join().unwrap_or_else(|_| Err(panicked(&json_path)));
+                let dir_sync = dir_sync.join().unwrap_or_else(|_| Err(panicked(&dir)));
+                dump_sync.and(json_sync).and(dir_sync)
             })
         })();
         if let Err(e) = result {

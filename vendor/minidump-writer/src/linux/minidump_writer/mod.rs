@@ -791,10 +791,12 @@ impl MinidumpWriter {
         // information.
         // crashmon patch: the text is kept for the LinuxMaps stream; if it
         // cannot be read here, the original path reads it (and the stream
-        // reads it again).
+        // reads it again). Read through the blamed thread, as the stream
+        // always was: the group leader's maps read empty once the main
+        // thread has called pthread_exit.
         let maps_text = self
             .process_inspector
-            .read_file(format!("/proc/{}/maps", self.process_id))
+            .read_file(format!("/proc/{}/task/{}/maps", self.process_id, self.blamed_thread))
             .ok()
             .and_then(|mut file| {
                 let mut text = Vec::new();
