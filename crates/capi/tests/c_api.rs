@@ -104,6 +104,75 @@ fn crashmon_run_reports_an_unmodified_program() {
     assert_eq!(files_with_ext(&db.join("pending"), "dmp").len(), 1);
 }
 
+/// lld's directory of linker front ends in the Rust toolchain
+/// (`gcc -fuse-ld=lld -B DIR`), if there is one.
+fn toolchain_lld_dir() -> Option<PathBuf> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out =
+        |args: &[&str]| Command::new(&rustc).args(args).output().ok().filter(|o| o.status.success()).map(|o| o.stdout);
+    let sysroot = String::from_utf8(out(&["--print", "sysroot"])?).ok()?;
+    let version = String::from_utf8(out(&["-vV"])?).ok()?;
+    let host = version.lines().find_map(|l| l.strip_prefix("host: "))?.trim().to_owned();
+    let dir = Path::new(sysroot.trim()).join("lib/rustlib").join(host).join("bin/gcc-ld");
+    dir.join("ld.lld").is_file().then_some(dir)
+}
+
+/// A program linked by lld with an unmapped page between its read-only and
+/// its executable segment: the dump lists it as one module (not two, the
+/// second with the wrong base), and the crash is named in crash_here().
+#[test]
+fn a_program_with_a_gap_between_its_segments_is_one_module() {
+    let Some(lld) = toolchain_lld_dir() else {
+        eprintln!("SKIPPED: no ld.lld in the Rust toolchain");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("segment_gap");
+    let lld_arg = format!("-B{}", lld.display());
+    compile_with("crates/capi/tests/c/segment_gap.c", false, &exe, &["-fuse-ld=lld", &lld_arg]);
+    let db = dir.path().join("db");
+    lib_dir();
+    let mut cmd = Command::new(bin("crashmon"));
+    cmd.arg("run").arg("--").arg(&exe).env("CRASHMON_DATABASE", &db);
+    let (signal, stdout) = run_program(cmd);
+    assert_eq!(signal, Some(libc::SIGSEGV), "{stdout}");
+    let dump = pending(&db, 1).remove(0);
+    let md = minidump::Minidump::read_path(&dump).expect("the dump parses");
+    let maps = md.get_raw_stream(minidump::format::MINIDUMP_STREAM_TYPE::LinuxMaps as u32).expect("a maps stream");
+    let ours: Vec<(u64, u64)> = String::from_utf8_lossy(maps)
+        .lines()
+        .filter(|l| l.ends_with("/segment_gap"))
+        .filter_map(|l| {
+            let (lo, hi) = l.split_whitespace().next()?.split_once('-')?;
+            Some((u64::from_str_radix(lo, 16).ok()?, u64::from_str_radix(hi, 16).ok()?))
+        })
+        .collect();
+    if !ours.windows(2).any(|w| w[0].1 < w[1].0) {
+        eprintln!("SKIPPED: this lld mapped the program without a gap: {ours:x?}");
+        return;
+    }
+    let modules: minidump::MinidumpModuleList = md.get_stream().unwrap();
+    let named: Vec<_> = modules.iter().filter(|m| m.name.ends_with("/segment_gap")).collect();
+    assert_eq!(named.len(), 1, "one module for the program: {named:#?}");
+    let (start, end) = (ours[0].0, ours.last().unwrap().1);
+    assert_eq!(
+        (named[0].raw.base_of_image, named[0].raw.base_of_image + u64::from(named[0].raw.size_of_image)),
+        (start, end)
+    );
+    let report = crashmon_test_support::wait_for(Duration::from_secs(30), || {
+        std::fs::read(dump.with_extension("report.json")).ok()
+    })
+    .expect("the report is symbolicated");
+    let report: serde_json::Value = serde_json::from_slice(&report).unwrap();
+    let crashing = report["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tid"] == report["crash"]["tid"])
+        .expect("the crashing thread in the report");
+    assert_eq!(crashing["frames"][0]["function"], "crash_here", "{crashing:#}");
+}
+
 /// Run a program to its end (10 s at most); its death signal and stdout.
 fn run_program(cmd: Command) -> (Option<i32>, String) {
     let (status, stdout) = run_to_end(cmd);

@@ -21,6 +21,10 @@ use {
 
 pub const LINUX_GATE_LIBRARY_NAME: &str = "linux-gate.so";
 pub const DELETED_SUFFIX: &[u8] = b" (deleted)";
+/// crashmon patch: the widest unmapped gap between two segments of one file
+/// that still makes them one module (2 MiB, the largest common maximum page
+/// size; lld leaves one page on x86-64, 64 KiB on arm64).
+const MAX_SEGMENT_GAP: usize = 2 << 20;
 
 type Result<T> = std::result::Result<T, MapsReaderError>;
 
@@ -172,6 +176,9 @@ impl MappingInfo {
         linux_gate_loc: Option<AuxvType>,
     ) -> Result<Vec<Self>> {
         let mut infos = Vec::<Self>::new();
+        // crashmon patch: the file (device, inode) and offset of the last
+        // file mapping that went into `infos.last()`.
+        let mut last_file: Option<((i32, i32), u64, usize)> = None;
 
         for mm in memory_maps {
             let start_address: usize = mm.address.0.try_into()?;
@@ -211,6 +218,28 @@ impl MappingInfo {
                     prev_module.system_mapping_info.end_address = end_address;
                     prev_module.size = end_address - prev_module.start_address;
                     prev_module.permissions |= mm.perms;
+                    last_file = (mm.inode != 0).then_some((mm.dev, mm.inode, offset));
+                    continue;
+                } else if is_path
+                    && pathname == prev_module.name
+                    && mm.inode != 0
+                    && last_file.is_some_and(|(dev, inode, prev_offset)| {
+                        (dev, inode) == (mm.dev, mm.inode) && offset > prev_offset
+                    })
+                    && start_address > prev_module.end_address()
+                    && start_address - prev_module.end_address() <= MAX_SEGMENT_GAP
+                {
+                    // crashmon patch: a later segment of the same file
+                    // after an unmapped gap, as linkers leave them (lld
+                    // puts a segment whose file offset is page-aligned one
+                    // page above the previous one). Split, the executable
+                    // segment became a module of its own whose base is not
+                    // the file's, and its frames were named wrongly
+                    // (tests/c/segment_gap.c).
+                    prev_module.system_mapping_info.end_address = end_address;
+                    prev_module.size = end_address - prev_module.start_address;
+                    prev_module.permissions |= mm.perms;
+                    last_file = Some((mm.dev, mm.inode, offset));
                     continue;
                 } else if (start_address == prev_module.end_address())
                     && prev_module.is_executable()
@@ -249,11 +278,13 @@ impl MappingInfo {
                         prev_prev_module.size = end_address - prev_prev_module.start_address;
                         prev_prev_module.permissions |= mm.perms;
                         infos.pop();
+                        last_file = (mm.inode != 0).then_some((mm.dev, mm.inode, offset));
                         continue;
                     }
                 }
             }
 
+            last_file = (mm.inode != 0).then_some((mm.dev, mm.inode, offset));
             infos.push(MappingInfo {
                 start_address,
                 size: end_address - start_address,
