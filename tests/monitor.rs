@@ -472,3 +472,53 @@ fn a_failed_publish_is_retried_without_a_restart() {
         parse(d);
     }
 }
+
+/// The socket's path appears only once the monitor listens on it: an app
+/// connecting the moment the path exists is never refused, even with 300
+/// ms between the bind and the listen (fault `slow-listen`; before, the
+/// socket was bound under its own name and then listened on). No
+/// temporary name is left, and a second monitor on a served path is
+/// still refused.
+#[test]
+fn the_socket_path_appears_only_once_the_monitor_listens() {
+    for round in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("monitor.sock");
+        let _monitor = KillOnDrop(
+            Command::new(bin("crashmon"))
+                .args(["monitor", "--socket"])
+                .arg(&sock)
+                .env("CRASHMON_DATABASE", dir.path().join("db"))
+                .env("CRASHMON_FAULT_INJECT", "slow-listen")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn monitor"),
+        );
+        let started = Instant::now();
+        while !sock.exists() {
+            assert!(started.elapsed() < Duration::from_secs(10), "round {round}: no socket");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // SOCK_SEQPACKET, as the handler connects.
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+        let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).unwrap();
+        let connected = connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &UnixAddr::new(&sock).unwrap());
+        assert_eq!(connected, Ok(()), "round {round}: connecting as soon as the path exists");
+        let leftovers: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "round {round}: temporary names left: {leftovers:?}");
+        if round == 0 {
+            let second = Command::new(bin("crashmon"))
+                .args(["monitor", "--socket"])
+                .arg(&sock)
+                .env("CRASHMON_DATABASE", dir.path().join("db2"))
+                .output()
+                .unwrap();
+            assert!(!second.status.success(), "a second monitor on a served socket is refused");
+        }
+    }
+}

@@ -177,11 +177,14 @@ pub enum Fault {
     /// The publish of the first report fails (as on a transient I/O
     /// error): the report stays durable in `new/` for the retries.
     FailPublish,
+    /// Wait 300 ms between binding the monitor's socket and listening on
+    /// it (an app must never find the path before it is served).
+    SlowListen,
 }
 
 /// Environment variable that selects a [`Fault`]: `die-mid-dump`,
 /// `die-before-publish`, `die-before-reply`, `die-after-reply`, `slow-dump`,
-/// `fail-publish`.
+/// `fail-publish`, `slow-listen`.
 pub const FAULT_ENV: &str = "CRASHMON_FAULT_INJECT";
 
 impl Fault {
@@ -194,6 +197,7 @@ impl Fault {
             "die-after-reply" => Some(Fault::DieAfterReply),
             "slow-dump" => Some(Fault::SlowDump),
             "fail-publish" => Some(Fault::FailPublish),
+            "slow-listen" => Some(Fault::SlowListen),
             _ => None,
         }
     }
@@ -380,7 +384,7 @@ pub fn serve_socket(
     path: &Path,
     stop: Option<crate::shutdown::TermSignals>,
 ) -> Result<(), MonitorError> {
-    let listener = bind(path)?;
+    let listener = bind(path, config.fault == Some(Fault::SlowListen))?;
     let bound_ino = {
         use std::os::unix::fs::MetadataExt;
         std::fs::symlink_metadata(path).map(|m| m.ino()).ok()
@@ -467,7 +471,7 @@ pub fn serve_socket(
     Ok(())
 }
 
-fn bind(path: &Path) -> Result<OwnedFd, MonitorError> {
+fn bind(path: &Path, slow_listen: bool) -> Result<OwnedFd, MonitorError> {
     let listen_err = |source: io::Error| MonitorError::Listen { path: path.to_path_buf(), source };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         use std::os::unix::fs::DirBuilderExt;
@@ -514,13 +518,43 @@ fn bind(path: &Path) -> Result<OwnedFd, MonitorError> {
     let fd =
         socket::socket(socket::AddressFamily::Unix, socket::SockType::SeqPacket, socket::SockFlag::SOCK_CLOEXEC, None)
             .map_err(|e| listen_err(e.into()))?;
+    // The path appears only once the socket listens: bound and listening
+    // under a temporary name, then linked to its name (an app connecting
+    // between a bind and a listen on the path itself would be refused).
+    // The link fails if the name was taken meanwhile, as a bind would.
+    // Without room for a temporary name (sun_path is 108 bytes), the path
+    // itself.
+    let tmp = path.file_name().map(|name| {
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{}.tmp", std::process::id()));
+        path.with_file_name(tmp_name)
+    });
+    let tmp = tmp.and_then(|tmp| Some((socket::UnixAddr::new(&tmp).ok()?, tmp)));
+    let bind_addr = tmp.as_ref().map_or(&addr, |(tmp_addr, _)| tmp_addr);
+    if let Some((_, tmp)) = &tmp {
+        // A leftover of a monitor that died in between.
+        let _ = std::fs::remove_file(tmp);
+    }
     // Create the socket file 0600 whatever the umask.
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let bound = socket::bind(fd.as_raw_fd(), &addr);
+    let bound = socket::bind(fd.as_raw_fd(), bind_addr);
     nix::sys::stat::umask(old);
     bound.map_err(|e| listen_err(e.into()))?;
-    socket::listen(&fd, socket::Backlog::new(128).unwrap_or(socket::Backlog::MAXCONN))
-        .map_err(|e| listen_err(e.into()))?;
+    if slow_listen {
+        tracing::warn!("fault injection: 300 ms between bind and listen");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let published = socket::listen(&fd, socket::Backlog::new(128).unwrap_or(socket::Backlog::MAXCONN))
+        .map_err(io::Error::from)
+        .and_then(|()| match &tmp {
+            Some((_, tmp)) => std::fs::hard_link(tmp, path),
+            None => Ok(()),
+        });
+    if let Some((_, tmp)) = &tmp {
+        let _ = std::fs::remove_file(tmp);
+    }
+    published.map_err(listen_err)?;
     Ok(fd)
 }
 
