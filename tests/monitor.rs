@@ -483,27 +483,15 @@ fn a_failed_publish_is_retried_without_a_restart() {
 fn the_socket_path_appears_only_once_the_monitor_listens() {
     for round in 0..3 {
         let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("monitor.sock");
-        let _monitor = KillOnDrop(
-            Command::new(bin("crashmon"))
-                .args(["monitor", "--socket"])
-                .arg(&sock)
-                .env("CRASHMON_DATABASE", dir.path().join("db"))
-                .env("CRASHMON_FAULT_INJECT", "slow-listen")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn monitor"),
-        );
-        let started = Instant::now();
-        while !sock.exists() {
-            assert!(started.elapsed() < Duration::from_secs(10), "round {round}: no socket");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        // Returns as soon as the path exists (polled every 5 ms).
+        let monitor = Monitor::start(dir.path(), &[], |cmd| {
+            cmd.env("CRASHMON_FAULT_INJECT", "slow-listen");
+        });
+        let sock = &monitor.sock;
         // SOCK_SEQPACKET, as the handler connects.
         use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
         let fd = socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None).unwrap();
-        let connected = connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &UnixAddr::new(&sock).unwrap());
+        let connected = connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &UnixAddr::new(sock).unwrap());
         assert_eq!(connected, Ok(()), "round {round}: connecting as soon as the path exists");
         let leftovers: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -514,7 +502,7 @@ fn the_socket_path_appears_only_once_the_monitor_listens() {
         if round == 0 {
             let second = Command::new(bin("crashmon"))
                 .args(["monitor", "--socket"])
-                .arg(&sock)
+                .arg(sock)
                 .env("CRASHMON_DATABASE", dir.path().join("db2"))
                 .output()
                 .unwrap();
