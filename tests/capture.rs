@@ -293,6 +293,64 @@ fn thread_names_reach_the_dump() {
     }
 }
 
+/// The module list and the DSO debug stream of a plain crash: the
+/// executable under its own path (it has no SONAME; the capture takes that
+/// from its dynamic section in memory instead of opening the file again),
+/// libc and the loader under their SONAMEs,
+/// and the DSO debug stream with the executable's whole dynamic section
+/// (read from memory at once): the same tags, in the same order, as the
+/// file's PT_DYNAMIC up to DT_NULL, DT_DEBUG pointing at the loader's
+/// r_debug, and one link map entry per loaded object.
+#[test]
+fn modules_and_the_dynamic_section_reach_the_dump() {
+    let out = run("segv", "main", &[]);
+    assert_eq!(out.signal, Some(libc::SIGSEGV));
+    let md = Minidump::read_path(one_dump(out.db.path())).expect("parses");
+    let modules: minidump::MinidumpModuleList = md.get_stream().expect("a module list");
+    let names: Vec<String> = modules.iter().map(|m| m.name.clone()).collect();
+    let exe = bin("crasher").canonicalize().unwrap();
+    assert!(names.iter().any(|n| Path::new(n) == exe), "{} among {names:?}", exe.display());
+    assert!(names.iter().any(|n| n.ends_with("/libc.so.6")), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with("/ld-linux-x86-64.so.2")), "{names:?}");
+
+    let raw =
+        md.get_raw_stream(minidump::format::MINIDUMP_STREAM_TYPE::LinuxDsoDebug as u32).expect("a DSO debug stream");
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    // DSO_DEBUG_64, packed: version, map, dso_count (u32), brk, ldbase,
+    // dynamic (u64), 36 bytes; then the dynamic section's entries.
+    let dso_count = u32_at(raw, 8) as usize;
+    assert_eq!((raw.len() - 36) % 16, 0, "whole entries: {} bytes", raw.len());
+    assert!(dso_count >= 4, "the executable, the vDSO, libc, the loader at least: {dso_count}");
+    let in_dump: Vec<(u64, u64)> = raw[36..].chunks_exact(16).map(|e| (u64_at(e, 0), u64_at(e, 8))).collect();
+    assert_eq!(in_dump.last().map(|e| e.0), Some(0), "ends with DT_NULL");
+    const DT_DEBUG: u64 = 21;
+    assert!(in_dump.iter().any(|&(tag, val)| tag == DT_DEBUG && val != 0), "DT_DEBUG set by the loader");
+
+    // The file's PT_DYNAMIC, parsed by hand (ELF64, little endian).
+    let file = std::fs::read(&exe).unwrap();
+    let (phoff, phentsize, phnum) = (
+        u64_at(&file, 0x20) as usize,
+        u16::from_le_bytes([file[0x36], file[0x37]]) as usize,
+        u16::from_le_bytes([file[0x38], file[0x39]]) as usize,
+    );
+    const PT_DYNAMIC: u32 = 2;
+    let dynamic = (0..phnum)
+        .map(|i| &file[phoff + i * phentsize..phoff + (i + 1) * phentsize])
+        .find(|ph| u32_at(ph, 0) == PT_DYNAMIC)
+        .map(|ph| u64_at(ph, 8) as usize)
+        .expect("the crasher is dynamically linked");
+    let mut file_tags = Vec::new();
+    for entry in file[dynamic..].chunks_exact(16) {
+        file_tags.push(u64_at(entry, 0));
+        if file_tags.last() == Some(&0) {
+            break;
+        }
+    }
+    let dump_tags: Vec<u64> = in_dump.iter().map(|e| e.0).collect();
+    assert_eq!(dump_tags, file_tags, "the dynamic section's tags, in order");
+}
+
 /// Threads that appear and exit while the app is being dumped (4 threads
 /// starting and joining threads in a loop): every time the app dies by its
 /// signal with one dump that parses and holds the crashing thread, its

@@ -350,6 +350,8 @@ impl MappingInfo {
         &self,
         process_inspector: &ProcessInspector,
         soname: Option<String>,
+        // crashmon patch: whether to look in the file when `soname` is None.
+        soname_from_file: bool,
     ) -> Result<(PathBuf, String, Option<SoVersion>)> {
         let mut file_path = PathBuf::from(self.name.clone().unwrap_or_default());
 
@@ -359,7 +361,8 @@ impl MappingInfo {
         // filesystem name of the module.
 
         // Just use the filesystem name if no SONAME is present.
-        let Some(file_name) = soname.or_else(|| self.so_name(process_inspector).ok()) else {
+        let from_file = || soname_from_file.then(|| self.so_name(process_inspector).ok()).flatten();
+        let Some(file_name) = soname.or_else(from_file) else {
             //   file_path := /path/to/libname.so
             //   file_name := libname.so
             let file_name = file_path
@@ -768,7 +771,7 @@ a4840000-a4873000 rw-p 09021000 08:12 393449     /data/app/org.mozilla.firefox-1
         let process_inspector = ProcessInspector::local(0);
 
         let (file_path, file_name, _version) = mappings[0]
-            .get_mapping_effective_path_name_and_version(&process_inspector, None)
+            .get_mapping_effective_path_name_and_version(&process_inspector, None, true)
             .expect("Couldn't get effective name for mapping");
         assert_eq!(file_name, "libmozgtk.so");
         assert_eq!(

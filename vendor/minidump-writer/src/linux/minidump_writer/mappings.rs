@@ -41,6 +41,11 @@ impl MinidumpWriter {
                 let Some(path) = &self.mappings[map_idx].name else {
                     return Err(e);
                 };
+                // crashmon patch: only a path names a file; `[heap]`,
+                // `[stack]`, `[vvar]`... are not opened.
+                if !std::path::Path::new(path).is_absolute() {
+                    return Err(e);
+                }
 
                 log::debug!("failed to get build id from process memory ({e}), attempting to retrieve from {}", path.display());
 
@@ -58,14 +63,23 @@ impl MinidumpWriter {
 
             // SONAME should always be accessible through program headers alone, so we don't really
             // need to fall back to trying to read from the mapping file.
-            let soname = self.soname_from_process_memory_for_index(map_idx).ok();
+            let soname = self.soname_from_process_memory_for_index(map_idx);
+            // crashmon patch: a module whose dynamic section, read from
+            // memory, has no DT_SONAME has no SONAME (every executable):
+            // its file is not mapped and parsed again to look for one.
+            let no_soname = matches!(
+                &soname,
+                Err(WriterError::ModuleReaderError(module_reader::ModuleReaderError::NoSoName { program_headers, .. }))
+                    if matches!(**program_headers, module_reader::ModuleReaderError::NoSoNameEntry)
+            );
 
             let module = fill_raw_module(
                 &self.process_inspector,
                 buffer,
                 &self.mappings[map_idx],
                 &identifier,
-                soname,
+                soname.ok(),
+                !no_soname,
             )?;
             modules.push(module);
         }
@@ -79,6 +93,7 @@ impl MinidumpWriter {
                 &user.mapping,
                 &user.identifier,
                 None,
+                true,
             )?;
             modules.push(module);
         }
@@ -104,6 +119,7 @@ fn fill_raw_module(
     mapping: &MappingInfo,
     identifier: &[u8],
     soname: Option<String>,
+    soname_from_file: bool,
 ) -> Result<MDRawModule, SectionMappingsError> {
     let cv_record = if identifier.is_empty() {
         // Just zeroes
@@ -125,7 +141,7 @@ fn fill_raw_module(
     };
 
     let (file_path, _, so_version) = mapping
-        .get_mapping_effective_path_name_and_version(process_inspector, soname)
+        .get_mapping_effective_path_name_and_version(process_inspector, soname, soname_from_file)
         .map_err(|e| SectionMappingsError::GetEffectivePathError(mapping.clone(), e))?;
     let name_header = write_string_to_location(buffer, file_path.to_string_lossy().as_ref())?;
 
