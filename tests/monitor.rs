@@ -510,3 +510,41 @@ fn the_socket_path_appears_only_once_the_monitor_listens() {
         }
     }
 }
+
+/// The machine's part of a dump (system info, `/proc/cpuinfo`, the OS
+/// release) is read once per monitor and reused: two crashes against one
+/// shared monitor both carry it, each as the machine has it (the CPU
+/// count, the kernel release, the release file's bytes, cpuinfo's
+/// processor lines), the same in both dumps.
+#[test]
+fn the_machine_read_once_serves_every_dump() {
+    use minidump::format::MINIDUMP_STREAM_TYPE as S;
+    let dir = tempfile::tempdir().unwrap();
+    let monitor = Monitor::start(dir.path(), &[], |_| {});
+    monitor.crash(&[]);
+    monitor.crash(&[]);
+    let dumps = wait_for(Duration::from_secs(10), || {
+        let d = monitor.files("pending", "dmp");
+        (d.len() == 2).then_some(d)
+    })
+    .expect("two dumps");
+    let release = std::fs::read("/etc/lsb-release").or_else(|_| std::fs::read("/etc/os-release")).unwrap();
+    let uname = nix::sys::utsname::uname().unwrap();
+    let kernel = uname.release().to_string_lossy().into_owned();
+    let cpus = std::fs::read_to_string("/proc/cpuinfo").unwrap().lines().filter(|l| l.starts_with("processor")).count();
+    let mut seen = Vec::new();
+    for dump in &dumps {
+        let md = parse(dump);
+        let sys: minidump::MinidumpSystemInfo = md.get_stream().expect("system info");
+        assert_eq!(sys.raw.number_of_processors as usize, cpus, "{}", dump.display());
+        let os_version = sys.csd_version().expect("an OS version string");
+        assert!(os_version.contains(&kernel), "{os_version:?} names the kernel {kernel}");
+        let cpuinfo = md.get_raw_stream(S::LinuxCpuInfo as u32).expect("cpuinfo").to_vec();
+        let processors = String::from_utf8_lossy(&cpuinfo).lines().filter(|l| l.starts_with("processor")).count();
+        assert_eq!(processors, cpus);
+        let lsb = md.get_raw_stream(S::LinuxLsbRelease as u32).expect("release").to_vec();
+        assert_eq!(lsb, release, "the release file's bytes");
+        seen.push((sys.raw.number_of_processors, sys.raw.processor_level, os_version.to_string(), cpuinfo, lsb));
+    }
+    assert!(seen[0] == seen[1], "both dumps carry the same machine");
+}

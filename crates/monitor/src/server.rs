@@ -356,6 +356,7 @@ pub enum MonitorError {
 /// Serve the single client connected on `fd` (the sidecar case) until it
 /// disconnects and its reports are processed.
 pub fn serve_client(config: &MonitorConfig, fd: OwnedFd) -> Result<(), MonitorError> {
+    crate::capture::warm_up();
     let ty = socket::getsockopt(&fd, sockopt::SockType)
         .map_err(|e| MonitorError::BadClientFd { fd: fd.as_raw_fd(), source: e.into() })?;
     if ty != socket::SockType::SeqPacket {
@@ -385,6 +386,7 @@ pub fn serve_socket(
     stop: Option<crate::shutdown::TermSignals>,
 ) -> Result<(), MonitorError> {
     let listener = bind(path, config.fault == Some(Fault::SlowListen))?;
+    crate::capture::warm_up();
     let bound_ino = {
         use std::os::unix::fs::MetadataExt;
         std::fs::symlink_metadata(path).map(|m| m.ino()).ok()

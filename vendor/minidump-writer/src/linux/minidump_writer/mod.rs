@@ -41,6 +41,7 @@ pub mod app_memory;
 pub mod errors;
 pub mod exception_stream;
 pub mod handle_data_stream;
+pub mod machine;
 pub mod mappings;
 pub mod memory_info_list_stream;
 pub mod memory_list_stream;
@@ -376,9 +377,19 @@ impl MinidumpWriter {
         let dirent = self.write_exception_stream(buffer)?;
         dir_section.write_to_file(buffer, Some(dirent))?;
 
-        let dirent = systeminfo_stream::write(
-            &self.process_inspector,
+        // crashmon patch: the machine as read once per process (`machine`).
+        // Only a machine read just now, and not kept, can carry errors.
+        let (machine, cpu_error) = match std::sync::Arc::try_unwrap(machine::current()) {
+            Ok(mut fresh) => {
+                let cpu_error = fresh.cpu_error.take();
+                (std::sync::Arc::new(fresh), cpu_error)
+            }
+            Err(shared) => (shared, None),
+        };
+        let dirent = systeminfo_stream::write_from(
             buffer,
+            &machine,
+            cpu_error,
             soft_errors.subwriter(WriterError::WriteSystemInfoErrors),
         )?;
         dir_section.write_to_file(buffer, Some(dirent))?;
@@ -418,7 +429,7 @@ impl MinidumpWriter {
         }
 
         file_entry!(
-            res write_file(&self.process_inspector, buffer, "/proc/cpuinfo"),
+            res write_read(buffer, &machine.cpuinfo),
             LinuxCpuInfo,
             WriteCpuInfoFailed
         );
@@ -429,8 +440,7 @@ impl MinidumpWriter {
         #[cfg(not(target_os = "android"))]
         {
             file_entry!(
-                res write_file(&self.process_inspector, buffer, "/etc/lsb-release")
-                    .or_else(|_| write_file(&self.process_inspector, buffer, "/etc/os-release")),
+                res write_read(buffer, &machine.os_release),
                 LinuxLsbRelease,
                 WriteOsReleaseInfoFailed
             );
@@ -1096,6 +1106,16 @@ fn write_file(
         })?;
 
     let section = MemoryArrayWriter::write_bytes(buffer, &content);
+    Ok(section.location())
+}
+
+/// crashmon patch: `write_file` for bytes read before (`machine`).
+fn write_read(
+    buffer: &mut DumpBuf,
+    read: &std::io::Result<Vec<u8>>,
+) -> std::result::Result<MDLocationDescriptor, MemoryWriterError> {
+    let bytes = read.as_ref().map_err(machine::copy_io_error)?;
+    let section = MemoryArrayWriter::write_bytes(buffer, bytes);
     Ok(section.location())
 }
 
