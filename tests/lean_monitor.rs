@@ -246,3 +246,35 @@ fn the_lean_monitor_has_the_monitor_flags_and_the_global_ones() {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
 }
+
+/// The names in `dir` (empty if it cannot be read).
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The sidecar makes the next dump's files as it starts (a spare,
+/// `new/<id>.dmp.spare` and `new/<id>.json.spare`, no report), the crash
+/// takes them (its report has the spare's id), and once the sidecar is
+/// gone nothing is left in `new/`: no new spare is made after its app's
+/// crash.
+#[test]
+fn the_sidecar_makes_the_dump_files_ahead_and_leaves_nothing() {
+    let db = tempfile::tempdir().unwrap();
+    let (child, _ready) = crasher(db.path(), &[]);
+    let new = db.path().join("new");
+    let spare = wait_for(Duration::from_secs(20), || {
+        names_in(&new).into_iter().find_map(|n| n.strip_suffix(".dmp.spare").map(str::to_owned))
+    })
+    .expect("a spare in new/ while the app runs");
+    assert_eq!(names_in(&new), vec![format!("{spare}.dmp.spare"), format!("{spare}.json.spare")]);
+    let listed = Database::open_or_create(db.path()).unwrap().list().unwrap();
+    assert!(listed.is_empty(), "a spare is no report: {listed:?}");
+    let log = crash(child);
+    let pending = names_in(&db.path().join("pending"));
+    assert!(pending.contains(&format!("{spare}.dmp")), "the crash used the spare: {pending:?}\n{log}");
+    assert_eq!(names_in(&new), Vec::<String>::new(), "nothing left in new/\n{log}");
+}

@@ -548,3 +548,32 @@ fn the_machine_read_once_serves_every_dump() {
     }
     assert!(seen[0] == seen[1], "both dumps carry the same machine");
 }
+
+/// A shared monitor makes the next dump's files ahead (a spare), a crash
+/// takes them (the report has the spare's id), a new spare follows, and a
+/// graceful stop removes it: nothing is left in `new/`.
+#[test]
+fn a_shared_monitor_keeps_a_spare_and_removes_it_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut monitor = Monitor::start(dir.path(), &[], |_| {});
+    let new = monitor.db.join("new");
+    let spare_id = || {
+        wait_for(Duration::from_secs(10), || {
+            files_with_ext(&new, "spare")
+                .iter()
+                .find_map(|p| p.file_name()?.to_str()?.strip_suffix(".dmp.spare").map(str::to_owned))
+        })
+    };
+    let first = spare_id().expect("a spare once the monitor listens");
+    monitor.crash(&[]);
+    let meta = wait_for(Duration::from_secs(10), || monitor.metadata("pending").pop()).expect("a report");
+    assert_eq!(meta["id"].as_str(), Some(first.as_str()), "the crash used the spare");
+    let second = spare_id().expect("a spare again after the dump");
+    assert_ne!(second, first);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor.pid() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    let status = wait_timeout(&mut monitor.child.0, Duration::from_secs(30)).expect("the monitor exited");
+    assert_eq!(status.code(), Some(0), "{}", monitor.log());
+    let left: Vec<_> = std::fs::read_dir(&new).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "nothing left in new/: {left:?}");
+}

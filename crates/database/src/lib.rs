@@ -239,6 +239,23 @@ impl NewDump {
     }
 }
 
+/// A dump's two files made ahead of any crash ([`Database::make_spare`]):
+/// `new/<id>.dmp.spare`, locked like a dump in progress, and
+/// `new/<id>.json.spare`. [`Database::use_spare`] turns them into a
+/// [`NewDump`] with two renames, so that a crash finds its files made
+/// (creating them costs ~0.1-0.9 ms on a crash's path, on a thread of its
+/// own, in a monitor that has just started). Not being `.dmp` files,
+/// spares are no reports; an unlocked one (its monitor is gone) is swept.
+#[derive(Debug)]
+pub struct SpareDump {
+    id: ReportId,
+    file: File,
+    metadata_file: File,
+}
+
+/// Suffix of a spare's names (after `.dmp` and `.json`).
+const SPARE_SUFFIX: &str = ".spare";
+
 /// The most one `write(2)` of a big file hands the kernel. On this
 /// project's VMs a single multi-megabyte `write` to a new file takes
 /// 50-120 ms (the page cache gets large folios of guest memory the host
@@ -579,6 +596,23 @@ impl Database {
             if path.extension().is_some_and(|e| e == "dmp") {
                 continue;
             }
+            // A spare its monitor holds (locked) stays, with its metadata;
+            // one whose monitor is gone (unlocked) goes at once.
+            if let Some((id, kind)) =
+                file_name(&path).and_then(|n| n.strip_suffix(SPARE_SUFFIX)).and_then(FileKind::parse)
+            {
+                let (spare, spare_json) = self.spare_paths(id);
+                match kind {
+                    FileKind::Dump if is_locked(&spare) => continue,
+                    FileKind::Dump => {
+                        *removed += usize::from(remove_file(&path)?);
+                        remove_file(&spare_json)?;
+                        continue;
+                    }
+                    _ if is_file(&spare)? => continue,
+                    _ => {}
+                }
+            }
             // The metadata of a dump still in new/ goes with its dump.
             if let Some((id, FileKind::Metadata)) = file_name(&path).and_then(FileKind::parse)
                 && is_file(&self.file(ReportState::New, id, FileKind::Dump))?
@@ -724,6 +758,73 @@ impl Database {
                 Err(e)
             }
         }
+    }
+
+    /// Makes a [`SpareDump`]: the two files of a future dump, the dump's
+    /// locked before it gets its name (see [`begin_dump`](Self::begin_dump)).
+    pub fn make_spare(&self) -> Result<SpareDump, DbError> {
+        let id = ReportId::new_random();
+        let (path, json_path) = self.spare_paths(id);
+        let creating = path.with_extension("creating");
+        let file = create_file(&creating)?;
+        file.try_lock().map_err(|e| DbError::Io {
+            op: "lock",
+            path: creating.clone(),
+            source: match e {
+                fs::TryLockError::Error(e) => e,
+                fs::TryLockError::WouldBlock => io::Error::from(io::ErrorKind::WouldBlock),
+            },
+        })?;
+        fs::rename(&creating, &path).map_err(io_err("name", &path))?;
+        match create_file(&json_path) {
+            Ok(metadata_file) => Ok(SpareDump { id, file, metadata_file }),
+            Err(e) => {
+                let _ = remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Turns `spare` into the files of a dump in progress: renames
+    /// `new/<id>.json.spare` to `new/<id>.json`, then (still locked)
+    /// `new/<id>.dmp.spare` to `new/<id>.dmp`. On error what is left of
+    /// the spare is removed and the error returned (then make the files
+    /// with [`begin_dump`](Self::begin_dump)).
+    pub fn use_spare(&self, spare: SpareDump) -> Result<NewDump, DbError> {
+        let SpareDump { id, file, metadata_file } = spare;
+        let (spare_path, spare_json) = self.spare_paths(id);
+        let path = self.file(ReportState::New, id, FileKind::Dump);
+        let json_path = self.file(ReportState::New, id, FileKind::Metadata);
+        let renamed = fs::rename(&spare_json, &json_path)
+            .map_err(io_err("name", &json_path))
+            .and_then(|()| fs::rename(&spare_path, &path).map_err(io_err("name", &path)));
+        match renamed {
+            Ok(()) => Ok(NewDump { id, file, path, metadata_file }),
+            Err(e) => {
+                for p in [&spare_path, &path, &spare_json, &json_path] {
+                    let _ = remove_file(p);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes an unused spare (its dump file first, while it is locked).
+    pub fn discard_spare(&self, spare: SpareDump) -> Result<(), DbError> {
+        let (path, json_path) = self.spare_paths(spare.id);
+        remove_file(&path)?;
+        drop(spare);
+        remove_file(&json_path)?;
+        Ok(())
+    }
+
+    fn spare_paths(&self, id: ReportId) -> (PathBuf, PathBuf) {
+        let spare = |kind: FileKind| {
+            let mut p = self.file(ReportState::New, id, kind).into_os_string();
+            p.push(SPARE_SUFFIX);
+            PathBuf::from(p)
+        };
+        (spare(FileKind::Dump), spare(FileKind::Metadata))
     }
 
     /// Publishes a finished dump in one go: [`make_durable`](Self::make_durable)
@@ -1094,6 +1195,20 @@ impl Database {
         }
         Ok(found)
     }
+}
+
+/// Whether another open file holds `path`'s lock (a live writer's dump or
+/// spare). A file that cannot be opened is not locked.
+fn is_locked(path: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(file) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+        .open(path)
+    else {
+        return false;
+    };
+    matches!(file.try_lock(), Err(fs::TryLockError::WouldBlock))
 }
 
 fn file_name(path: &Path) -> Option<&str> {

@@ -833,3 +833,63 @@ fn big_writes_go_in_pieces() {
     assert_eq!(out.bytes, data);
     assert_eq!(out.writes, vec![WRITE_CHUNK, WRITE_CHUNK, WRITE_CHUNK, 5]);
 }
+
+/// A spare becomes a dump in progress with two renames; the report it
+/// gives is like any other, and nothing of the spare is left.
+#[test]
+fn a_spare_becomes_a_dump_that_commits_like_any_other() {
+    let f = fixture();
+    let spare = f.db.make_spare().unwrap();
+    let new = f.db.root().join("new");
+    let mut spare_names = names(&new);
+    spare_names.sort();
+    assert_eq!(spare_names.len(), 2, "{spare_names:?}");
+    assert!(spare_names.iter().all(|n| n.ends_with(".spare")), "{spare_names:?}");
+    assert!(f.db.list().unwrap().is_empty(), "a spare is no report");
+    let mut dump = f.db.use_spare(spare).unwrap();
+    let mut in_progress = names(&new);
+    in_progress.sort();
+    assert_eq!(in_progress, vec![format!("{}.dmp", dump.id), format!("{}.json", dump.id)]);
+    dump.write(b"MDMP spare").unwrap();
+    let id = f.db.commit_dump(dump, &metadata(7)).unwrap();
+    assert_eq!(names(&new), Vec::<String>::new());
+    let entry = f.db.list().unwrap().into_iter().find(|e| e.metadata.id == id).expect("listed");
+    assert_eq!(fs::read(entry.dump_path.unwrap()).unwrap(), b"MDMP spare");
+}
+
+/// A sweep leaves a held spare alone (its monitor is alive: another
+/// monitor's sweep, or this one's), removes one whose monitor is gone,
+/// and discarding a spare removes both its files.
+#[test]
+fn sweep_keeps_a_held_spare_and_removes_an_abandoned_one() {
+    let f = fixture();
+    let held = f.db.make_spare().unwrap();
+    let gone = f.db.make_spare().unwrap();
+    let gone_id = gone.id;
+    drop(gone); // its monitor died
+    let new = f.db.root().join("new");
+    assert_eq!(names(&new).len(), 4);
+    let swept = f.db.sweep_new().unwrap();
+    let left = names(&new);
+    assert!(left.iter().all(|n| n.starts_with(&held.id.to_string())), "{left:?}");
+    assert_eq!(left.len(), 2, "the held spare and its metadata: {left:?}");
+    assert!(swept.removed >= 1, "the abandoned spare's dump file went");
+    assert!(!left.iter().any(|n| n.starts_with(&gone_id.to_string())), "{left:?}");
+    f.db.discard_spare(held).unwrap();
+    assert_eq!(names(&new), Vec::<String>::new());
+}
+
+/// A spare whose files someone removed cannot be used: the error says so
+/// and nothing is left behind.
+#[test]
+fn a_spare_removed_under_its_owner_gives_an_error_and_no_leftovers() {
+    let f = fixture();
+    let spare = f.db.make_spare().unwrap();
+    let new = f.db.root().join("new");
+    for n in names(&new) {
+        fs::remove_file(new.join(n)).unwrap();
+    }
+    let err = f.db.use_spare(spare).unwrap_err().to_string();
+    assert!(err.contains("name"), "{err}");
+    assert_eq!(names(&new), Vec::<String>::new());
+}

@@ -141,17 +141,12 @@ impl Seek for Discard {
 }
 
 /// Reads the machine's part of every dump (`uname`, `/proc/cpuinfo`, the
-/// OS release; ~0.13 ms, kept for the process's later dumps) on a thread
-/// of its own, once per process: a monitor calls this as it starts, so
-/// that its first dump, often of an app that crashed as it started, does
-/// not read them while the app is stopped.
+/// OS release; ~0.13 ms, kept for the process's later dumps). A monitor
+/// calls this on a thread as it starts (`server::prepare`), so that its
+/// first dump, often of an app that crashed as it started, does not read
+/// them while the app is stopped.
 pub fn warm_up() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = std::thread::Builder::new()
-            .name("crashmon-warmup".into())
-            .spawn(minidump_writer::minidump_writer::machine::warm);
-    });
+    minidump_writer::minidump_writer::machine::warm();
 }
 
 /// Capture a minidump of `pid` in memory, blaming `tid`, with the crash

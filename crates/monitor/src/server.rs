@@ -66,6 +66,9 @@ pub struct MonitorStats {
     pub failures: AtomicU64,
     /// Reports filtered at capture time.
     pub filtered: AtomicU64,
+    /// Captures begun (a crash's dump starts: the first [`Spare`] is no
+    /// longer made, see [`FIRST_SPARE_AFTER`]).
+    pub dumps_begun: AtomicU64,
     /// Dumps in progress, and whether new ones are refused (shutdown).
     gate: Mutex<(usize, bool)>,
     idle: Condvar,
@@ -152,6 +155,104 @@ pub struct MonitorConfig {
     pub options: MonitorOptions,
     /// Counters (and the shutdown gate).
     pub stats: Arc<MonitorStats>,
+    /// The next dump's files, made ahead (see [`Spare`]).
+    pub spare: Arc<Spare>,
+}
+
+/// The files of the next dump, made ahead of any crash
+/// ([`crashmon_database::SpareDump`]): as the monitor starts, on the
+/// thread that also reads the machine's part of a dump, and again after
+/// each dump while the monitor goes on serving. A crash that finds none
+/// (two at once, or one before the monitor's first spare is made) makes
+/// its files as before.
+#[derive(Debug, Default)]
+pub struct Spare {
+    slot: std::sync::Mutex<Option<crashmon_database::SpareDump>>,
+}
+
+impl Spare {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<crashmon_database::SpareDump>> {
+        self.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The spare, if there is one (never waits: the lock is only held to
+    /// move a spare in or out).
+    fn take(&self) -> Option<crashmon_database::SpareDump> {
+        self.lock().take()
+    }
+
+    /// Makes a spare unless there is one. A failure (a full disk...) is
+    /// logged; the next dump makes its files itself and says why if it
+    /// cannot.
+    pub fn refill(&self, db: &Database) {
+        if self.lock().is_some() {
+            return;
+        }
+        match db.make_spare() {
+            Ok(spare) => {
+                // Made by someone else meanwhile: one is enough.
+                if let Some(extra) = self.lock().replace(spare)
+                    && let Err(e) = db.discard_spare(extra)
+                {
+                    tracing::warn!("cannot remove a spare dump's files: {e}");
+                }
+            }
+            Err(e) => tracing::debug!("no spare dump files: {e}"),
+        }
+    }
+
+    /// Removes the spare, if any (the monitor is stopping).
+    pub fn discard(&self, db: &Database) {
+        if let Some(spare) = self.take()
+            && let Err(e) = db.discard_spare(spare)
+        {
+            tracing::warn!("cannot remove the spare dump files: {e}");
+        }
+    }
+}
+
+/// How long after its start a monitor makes its first [`Spare`]. Making
+/// two files in `new/` while an app that crashed at once is being dumped
+/// slows the dump's own file creation (both take the directory's lock;
+/// one creation took 1.5-3 ms here then): an app that crashes within this
+/// time makes its dump's files during the capture, as without a spare.
+pub const FIRST_SPARE_AFTER: Duration = Duration::from_millis(20);
+
+/// The thread that prepares for dumps; [`unprepare`] stops it.
+struct Prepared {
+    thread: Option<std::thread::JoinHandle<()>>,
+    stop: std::sync::mpsc::Sender<()>,
+}
+
+/// Starts the thread that prepares for the first dump: reads the
+/// machine's part of a dump at once ([`crate::capture::warm_up`]), then,
+/// [`FIRST_SPARE_AFTER`] later and unless a dump has begun or the monitor
+/// is stopping, makes the [`Spare`].
+fn prepare(config: &MonitorConfig) -> Prepared {
+    let (db, spare, stats) = (Arc::clone(&config.database), Arc::clone(&config.spare), Arc::clone(&config.stats));
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("crashmon-prepare".into())
+        .spawn(move || {
+            crate::capture::warm_up();
+            let quiet =
+                matches!(stopped.recv_timeout(FIRST_SPARE_AFTER), Err(std::sync::mpsc::RecvTimeoutError::Timeout));
+            if quiet && stats.dumps_begun.load(Ordering::SeqCst) == 0 {
+                spare.refill(&db);
+            }
+        })
+        .ok();
+    Prepared { thread, stop }
+}
+
+/// Stops and joins the [`prepare`] thread, then removes the spare.
+fn unprepare(config: &MonitorConfig, prepared: Prepared) {
+    let Prepared { thread, stop } = prepared;
+    drop(stop);
+    if let Some(thread) = thread {
+        let _ = thread.join();
+    }
+    config.spare.discard(&config.database);
 }
 
 /// Points where a test can make the monitor die, to prove nothing is lost or
@@ -356,7 +457,6 @@ pub enum MonitorError {
 /// Serve the single client connected on `fd` (the sidecar case) until it
 /// disconnects and its reports are processed.
 pub fn serve_client(config: &MonitorConfig, fd: OwnedFd) -> Result<(), MonitorError> {
-    crate::capture::warm_up();
     let ty = socket::getsockopt(&fd, sockopt::SockType)
         .map_err(|e| MonitorError::BadClientFd { fd: fd.as_raw_fd(), source: e.into() })?;
     if ty != socket::SockType::SeqPacket {
@@ -365,7 +465,11 @@ pub fn serve_client(config: &MonitorConfig, fd: OwnedFd) -> Result<(), MonitorEr
             source: io::Error::other(format!("socket type is {ty:?}, expected SeqPacket")),
         });
     }
-    Connection::new(config, fd).run();
+    let prepared = prepare(config);
+    // The sidecar's one app: after a crash it is gone, and no spare is
+    // made again.
+    Connection::new(config, fd).with_refill_after_crash(false).run();
+    unprepare(config, prepared);
     Ok(())
 }
 
@@ -386,7 +490,7 @@ pub fn serve_socket(
     stop: Option<crate::shutdown::TermSignals>,
 ) -> Result<(), MonitorError> {
     let listener = bind(path, config.fault == Some(Fault::SlowListen))?;
-    crate::capture::warm_up();
+    let prepared = prepare(config);
     let bound_ino = {
         use std::os::unix::fs::MetadataExt;
         std::fs::symlink_metadata(path).map(|m| m.ino()).ok()
@@ -464,6 +568,7 @@ pub fn serve_socket(
         let _ = std::fs::remove_file(path);
     }
     drop(listener);
+    unprepare(config, prepared);
     tracing::info!(
         dumps = config.stats.dumps.load(Ordering::Relaxed),
         failures = config.stats.failures.load(Ordering::Relaxed),
@@ -574,6 +679,9 @@ struct Connection<'a> {
     breadcrumbs: std::collections::VecDeque<crashmon_database::Breadcrumb>,
     /// Files to copy into each report (at most [`MAX_ATTACHMENTS`]).
     attachments: Vec<PathBuf>,
+    /// Whether to make a [`Spare`] again after a crash's dump (not for a
+    /// sidecar, whose one app is then gone).
+    refill_after_crash: bool,
 }
 
 /// Messages up to this size are received into a buffer on the connection
@@ -601,7 +709,13 @@ impl<'a> Connection<'a> {
             annotation_bytes: 0,
             breadcrumbs: std::collections::VecDeque::with_capacity(MAX_BREADCRUMBS),
             attachments: Vec::new(),
+            refill_after_crash: true,
         }
+    }
+
+    fn with_refill_after_crash(mut self, refill: bool) -> Self {
+        self.refill_after_crash = refill;
+        self
     }
 
     fn run(mut self) {
@@ -710,7 +824,12 @@ impl<'a> Connection<'a> {
                     }));
                 }
                 tracing::debug!(pid = self.peer_pid, tid = req.tid, kind = ?req.kind, "dump requested");
-                self.dump(&req)
+                let ok = self.dump(&req);
+                // After the reply (and, for a crash, while the app dies).
+                if req.kind == proto::CrashKind::Requested || self.refill_after_crash {
+                    self.config.spare.refill(&self.config.database);
+                }
+                ok
             }
             proto::Message::Breadcrumb(b) => {
                 if !self.greeted {
@@ -859,15 +978,24 @@ impl<'a> Connection<'a> {
         let context = (req.kind == proto::CrashKind::Signal
             || (req.kind == proto::CrashKind::Panic && !req.context.is_empty()))
         .then_some(req.context);
-        // The dump's files are created on another thread while this one
-        // captures (in memory): neither waits for the other's directory
-        // updates and ptrace stops.
+        // The dump's files: the spare made ahead if there is one, else
+        // created on another thread while this one captures (in memory), so
+        // that neither waits for the other's directory updates and ptrace
+        // stops.
+        self.config.stats.dumps_begun.fetch_add(1, Ordering::SeqCst);
+        let spare = self.config.spare.take();
         let (new, captured) = std::thread::scope(|scope| {
-            // No thread to be had (EAGAIN): create them here, first.
-            let files = std::thread::Builder::new()
-                .name("crashmon-dumpfile".into())
-                .spawn_scoped(scope, || db.begin_dump())
-                .map_err(|_| db.begin_dump());
+            let files = match spare {
+                Some(spare) => Err(db.use_spare(spare).or_else(|e| {
+                    tracing::warn!("the spare dump files are gone ({e}); making new ones");
+                    db.begin_dump()
+                })),
+                // No thread to be had (EAGAIN): create them here, first.
+                None => std::thread::Builder::new()
+                    .name("crashmon-dumpfile".into())
+                    .spawn_scoped(scope, || db.begin_dump())
+                    .map_err(|_| db.begin_dump()),
+            };
             if let Ok(files) = &files
                 && matches!(self.config.fault, Some(Fault::DieMidDump | Fault::SlowDump))
             {

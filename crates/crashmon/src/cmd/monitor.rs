@@ -123,6 +123,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
             max_attachment_size: args.max_attachment_size,
         },
         stats: Arc::default(),
+        spare: Arc::default(),
     };
     // Partial dumps of monitors that died (their writer's lock is gone) are
     // removed; complete ones (the monitor died after its reply, before
