@@ -512,15 +512,17 @@ fn the_socket_path_appears_only_once_the_monitor_listens() {
 }
 
 /// The machine's part of a dump (system info, `/proc/cpuinfo`, the OS
-/// release) is read once per monitor and reused: two crashes against one
-/// shared monitor both carry it, each as the machine has it (the CPU
-/// count, the kernel release, the release file's bytes, cpuinfo's
-/// processor lines), the same in both dumps.
+/// release) is read once per monitor and reused: the monitor's log shows
+/// no read between two crashes' captures, and both dumps carry
+/// it as the machine has it (the CPU count, the kernel release, the
+/// release file's bytes, cpuinfo's processor lines), the same in both.
 #[test]
 fn the_machine_read_once_serves_every_dump() {
     use minidump::format::MINIDUMP_STREAM_TYPE as S;
     let dir = tempfile::tempdir().unwrap();
-    let monitor = Monitor::start(dir.path(), &[], |_| {});
+    let monitor = Monitor::start(dir.path(), &[], |cmd| {
+        cmd.env("CRASHMON_LOG", "debug");
+    });
     monitor.crash(&[]);
     monitor.crash(&[]);
     let dumps = wait_for(Duration::from_secs(10), || {
@@ -547,6 +549,16 @@ fn the_machine_read_once_serves_every_dump() {
         seen.push((sys.raw.number_of_processors, sys.raw.processor_level, os_version.to_string(), cpuinfo, lsb));
     }
     assert!(seen[0] == seen[1], "both dumps carry the same machine");
+    let log = monitor.log();
+    let reads: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" captured "))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("machine_reads=")))
+        .collect();
+    // (The monitor reads it as it starts; the first capture may read it
+    // too if it came first. The second one must not.)
+    assert_eq!(reads.len(), 2, "{log}");
+    assert_eq!(reads[0], reads[1], "the second capture did not read the machine again:\n{log}");
 }
 
 /// A shared monitor makes the next dump's files ahead (a spare), a crash

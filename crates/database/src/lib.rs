@@ -4,6 +4,7 @@
 //! <db>/                        0700, owned by us; symlinks and group/world-writable modes refused
 //!   settings.json              {"schema_version":1,"client_id":"<uuid>","uploads_enabled":false}
 //!   new/                       dumps being written and temporary files; emptied by sweep_new()
+//!   new/<id>.dmp.spare, .json.spare   a monitor's files for its next dump (SpareDump)
 //!   pending/<id>.dmp           finished dumps waiting for upload
 //!   pending/<id>.json          their Metadata
 //!   pending/<id>.report.json   symbolicated report (optional)
@@ -605,17 +606,20 @@ impl Database {
                 match kind {
                     FileKind::Dump if is_locked(&spare) => continue,
                     FileKind::Dump => {
-                        *removed += usize::from(remove_file(&path)?);
-                        remove_file(&spare_json)?;
+                        match remove_file(&path).and_then(|gone| remove_file(&spare_json).map(|_| gone)) {
+                            Ok(gone) => *removed += usize::from(gone),
+                            Err(e) => tracing::warn!("sweeping the database: {e}"),
+                        }
                         continue;
                     }
-                    _ if is_file(&spare)? => continue,
+                    _ if spare.exists() => continue,
                     _ => {}
                 }
             }
-            // The metadata of a dump still in new/ goes with its dump.
+            // The metadata of a dump still in new/ goes with its dump (or
+            // with the spare it was renamed from ahead of it: `use_spare`).
             if let Some((id, FileKind::Metadata)) = file_name(&path).and_then(FileKind::parse)
-                && is_file(&self.file(ReportState::New, id, FileKind::Dump))?
+                && (is_file(&self.file(ReportState::New, id, FileKind::Dump))? || self.spare_paths(id).0.exists())
             {
                 continue;
             }
@@ -1197,18 +1201,19 @@ impl Database {
     }
 }
 
-/// Whether another open file holds `path`'s lock (a live writer's dump or
-/// spare). A file that cannot be opened is not locked.
+/// Whether `path` may belong to a live writer: its lock is held by another
+/// open file, or it cannot be told (an error other than "not found":
+/// EMFILE, EIO... leave the file alone, as `sweep_dump` does).
 fn is_locked(path: &Path) -> bool {
     use std::os::unix::fs::OpenOptionsExt;
-    let Ok(file) = fs::OpenOptions::new()
+    match fs::OpenOptions::new()
         .read(true)
         .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
         .open(path)
-    else {
-        return false;
-    };
-    matches!(file.try_lock(), Err(fs::TryLockError::WouldBlock))
+    {
+        Ok(file) => !matches!(file.try_lock(), Ok(())),
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
+    }
 }
 
 fn file_name(path: &Path) -> Option<&str> {

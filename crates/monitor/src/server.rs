@@ -160,54 +160,78 @@ pub struct MonitorConfig {
 }
 
 /// The files of the next dump, made ahead of any crash
-/// ([`crashmon_database::SpareDump`]): as the monitor starts, on the
-/// thread that also reads the machine's part of a dump, and again after
-/// each dump while the monitor goes on serving. A crash that finds none
-/// (two at once, or one before the monitor's first spare is made) makes
-/// its files as before.
+/// ([`crashmon_database::SpareDump`]): [`FIRST_SPARE_AFTER`] the monitor's
+/// start, on the thread that also reads the machine's part of a dump, and
+/// again after each dump while the monitor goes on serving. A crash that
+/// finds none (two at once, or one before the first spare is made) makes
+/// its files as before. Once closed (the monitor stops), no spare is made
+/// and any made meanwhile is removed.
 #[derive(Debug, Default)]
 pub struct Spare {
-    slot: std::sync::Mutex<Option<crashmon_database::SpareDump>>,
+    /// The spare, and whether the monitor has closed the slot.
+    slot: std::sync::Mutex<(Option<crashmon_database::SpareDump>, bool)>,
 }
 
 impl Spare {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<crashmon_database::SpareDump>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<crashmon_database::SpareDump>, bool)> {
         self.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The spare, if there is one (never waits: the lock is only held to
-    /// move a spare in or out).
+    /// The spare, if there is one (never waits long: the lock is only held
+    /// to move a spare in or out).
     fn take(&self) -> Option<crashmon_database::SpareDump> {
-        self.lock().take()
+        self.lock().0.take()
     }
 
-    /// Makes a spare unless there is one. A failure (a full disk...) is
-    /// logged; the next dump makes its files itself and says why if it
-    /// cannot.
+    /// Makes a spare unless there is one or the slot is closed. A failure
+    /// (a full disk...) is logged; the next dump makes its files itself
+    /// and says why if it cannot.
     pub fn refill(&self, db: &Database) {
-        if self.lock().is_some() {
-            return;
+        {
+            let slot = self.lock();
+            if slot.0.is_some() || slot.1 {
+                return;
+            }
         }
         match db.make_spare() {
             Ok(spare) => {
-                // Made by someone else meanwhile: one is enough.
-                if let Some(extra) = self.lock().replace(spare)
-                    && let Err(e) = db.discard_spare(extra)
-                {
-                    tracing::warn!("cannot remove a spare dump's files: {e}");
+                // Made by someone else meanwhile, or closed: not kept.
+                let extra = {
+                    let mut slot = self.lock();
+                    if slot.0.is_none() && !slot.1 { slot.0.replace(spare) } else { Some(spare) }
+                };
+                if let Some(extra) = extra {
+                    remove(db, extra);
                 }
             }
             Err(e) => tracing::debug!("no spare dump files: {e}"),
         }
     }
 
-    /// Removes the spare, if any (the monitor is stopping).
+    /// Removes the spare, if any.
     pub fn discard(&self, db: &Database) {
-        if let Some(spare) = self.take()
-            && let Err(e) = db.discard_spare(spare)
-        {
-            tracing::warn!("cannot remove the spare dump files: {e}");
+        let spare = self.take();
+        if let Some(spare) = spare {
+            remove(db, spare);
         }
+    }
+
+    /// Removes the spare and makes no other (the monitor is stopping).
+    pub fn close(&self, db: &Database) {
+        let spare = {
+            let mut slot = self.lock();
+            slot.1 = true;
+            slot.0.take()
+        };
+        if let Some(spare) = spare {
+            remove(db, spare);
+        }
+    }
+}
+
+fn remove(db: &Database, spare: crashmon_database::SpareDump) {
+    if let Err(e) = db.discard_spare(spare) {
+        tracing::warn!("cannot remove the spare dump files: {e}");
     }
 }
 
@@ -227,8 +251,10 @@ struct Prepared {
 /// Starts the thread that prepares for the first dump: reads the
 /// machine's part of a dump at once ([`crate::capture::warm_up`]), then,
 /// [`FIRST_SPARE_AFTER`] later and unless a dump has begun or the monitor
-/// is stopping, makes the [`Spare`].
-fn prepare(config: &MonitorConfig) -> Prepared {
+/// is stopping, makes the [`Spare`]. `sidecar`: a dump that begins while
+/// the spare is being made is its one app's crash, and the spare is
+/// removed again (nothing else would use it).
+fn prepare(config: &MonitorConfig, sidecar: bool) -> Prepared {
     let (db, spare, stats) = (Arc::clone(&config.database), Arc::clone(&config.spare), Arc::clone(&config.stats));
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -239,20 +265,24 @@ fn prepare(config: &MonitorConfig) -> Prepared {
                 matches!(stopped.recv_timeout(FIRST_SPARE_AFTER), Err(std::sync::mpsc::RecvTimeoutError::Timeout));
             if quiet && stats.dumps_begun.load(Ordering::SeqCst) == 0 {
                 spare.refill(&db);
+                if sidecar && stats.dumps_begun.load(Ordering::SeqCst) > 0 {
+                    spare.discard(&db);
+                }
             }
         })
+        .map_err(|e| tracing::warn!("cannot start the thread that prepares dumps: {e}"))
         .ok();
     Prepared { thread, stop }
 }
 
-/// Stops and joins the [`prepare`] thread, then removes the spare.
+/// Stops and joins the [`prepare`] thread, then closes the [`Spare`].
 fn unprepare(config: &MonitorConfig, prepared: Prepared) {
     let Prepared { thread, stop } = prepared;
     drop(stop);
     if let Some(thread) = thread {
         let _ = thread.join();
     }
-    config.spare.discard(&config.database);
+    config.spare.close(&config.database);
 }
 
 /// Points where a test can make the monitor die, to prove nothing is lost or
@@ -465,7 +495,7 @@ pub fn serve_client(config: &MonitorConfig, fd: OwnedFd) -> Result<(), MonitorEr
             source: io::Error::other(format!("socket type is {ty:?}, expected SeqPacket")),
         });
     }
-    let prepared = prepare(config);
+    let prepared = prepare(config, true);
     // The sidecar's one app: after a crash it is gone, and no spare is
     // made again.
     Connection::new(config, fd).with_refill_after_crash(false).run();
@@ -490,7 +520,7 @@ pub fn serve_socket(
     stop: Option<crate::shutdown::TermSignals>,
 ) -> Result<(), MonitorError> {
     let listener = bind(path, config.fault == Some(Fault::SlowListen))?;
-    let prepared = prepare(config);
+    let prepared = prepare(config, false);
     let bound_ino = {
         use std::os::unix::fs::MetadataExt;
         std::fs::symlink_metadata(path).map(|m| m.ino()).ok()
@@ -1009,7 +1039,11 @@ impl<'a> Connection<'a> {
             inject(self.config, Fault::DieMidDump, pid);
             let t0 = std::time::Instant::now();
             let captured = capture::capture_minidump(pid, tid, context, &options.capture);
-            tracing::debug!(write_us = t0.elapsed().as_micros() as u64, "captured");
+            tracing::debug!(
+                write_us = t0.elapsed().as_micros() as u64,
+                machine_reads = minidump_writer::minidump_writer::machine::reads(),
+                "captured"
+            );
             let new = match files {
                 Ok(thread) => thread.join().unwrap_or_else(|_| {
                     Err(crashmon_database::DbError::Io {

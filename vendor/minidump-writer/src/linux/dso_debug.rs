@@ -148,7 +148,10 @@ pub fn write_dso_debug_stream(
 
     dyn_addr += base as ElfAddr;
 
-    let dyn_size = std::mem::size_of::<goblin::elf::Dyn>();
+    // crashmon patch: an entry is two native words (`goblin::elf::Dyn` has
+    // 64-bit fields on every target).
+    let word = std::mem::size_of::<usize>();
+    let dyn_size = 2 * word;
     let mut r_debug = 0usize;
 
     // The dynamic linker makes information available that helps gdb find all
@@ -170,12 +173,16 @@ pub fn write_dso_debug_stream(
                 dyn_addr as usize + dynamic_length,
                 dyn_size,
             )?;
+            if more.len() < dyn_size {
+                return Err(SectionDsoDebugError::CouldNotFind(
+                    "a whole entry of the dynamic section",
+                ));
+            }
             dyn_bytes.truncate(dynamic_length);
-            dyn_bytes.extend_from_slice(&more);
+            dyn_bytes.extend_from_slice(&more[..dyn_size]);
         }
         let entry = &dyn_bytes[dynamic_length..dynamic_length + dyn_size];
         dynamic_length += dyn_size;
-        let word = std::mem::size_of::<usize>();
         let d_tag = usize::from_ne_bytes(entry[..word].try_into().expect("one word")) as u64;
         let d_val = usize::from_ne_bytes(entry[word..2 * word].try_into().expect("one word")) as u64;
 

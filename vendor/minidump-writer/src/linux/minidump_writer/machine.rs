@@ -2,9 +2,10 @@
 //! of the system info stream, `/proc/cpuinfo` and `/etc/lsb-release` or
 //! `/etc/os-release` — is read once per process and reused by later
 //! dumps, instead of being read (~0.13 ms) while each crashed process is
-//! stopped. It is read again when a release file's modification time
-//! changes (an upgrade while the monitor runs), and whenever a read
-//! failed (nothing is kept then). What can differ between two reads
+//! stopped. It is read again when a release file changes (inode,
+//! modification or change time: an upgrade while the monitor runs), and
+//! whenever a read failed (nothing is kept then; no release file at all
+//! is kept as such). What can differ between two reads
 //! without a reboot is the "cpu MHz" lines of `/proc/cpuinfo` (the value
 //! at the first read is kept) and the number of processors after CPU
 //! hotplug. [`warm`] reads it ahead, e.g. while a monitor starts.
@@ -17,7 +18,10 @@ use {
     crate::minidump_format::MDRawSystemInfo,
     std::{
         io::Read,
-        sync::{Arc, Mutex},
+        sync::{
+            Arc, Mutex,
+            atomic::{AtomicUsize, Ordering},
+        },
         time::SystemTime,
     },
 };
@@ -37,18 +41,34 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// Read without an error, or without one that another read would not
+    /// give again (no release file: some minimal systems).
     fn complete(&self) -> bool {
-        self.cpu_error.is_none() && self.cpuinfo.is_ok() && self.os_release.is_ok()
+        let release_ok = self.os_release.is_ok()
+            || RELEASE_FILES.iter().all(|f| !std::path::Path::new(f).exists());
+        self.cpu_error.is_none() && self.cpuinfo.is_ok() && release_ok
     }
 }
 
-/// The modification times of the release files (None: absent).
-type Stamp = [Option<SystemTime>; 2];
+/// Which release files there are: inode, modification and change times
+/// (None: absent).
+type Stamp = [Option<(u64, SystemTime, i64, i64)>; 2];
 
 static CACHE: Mutex<Option<(Stamp, Arc<Machine>)>> = Mutex::new(None);
+static READS: AtomicUsize = AtomicUsize::new(0);
 
 fn stamp() -> Stamp {
-    RELEASE_FILES.map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+    use std::os::unix::fs::MetadataExt;
+    RELEASE_FILES.map(|f| {
+        let m = std::fs::metadata(f).ok()?;
+        Some((m.ino(), m.modified().ok()?, m.ctime(), m.ctime_nsec()))
+    })
+}
+
+/// How many times this process has read the machine (for tests and logs:
+/// 1 after any number of dumps while nothing changed).
+pub fn reads() -> usize {
+    READS.load(Ordering::Relaxed)
 }
 
 /// The machine: the one read before if its release files are unchanged,
@@ -84,6 +104,7 @@ fn read_file(inspector: &ProcessInspector, path: &str) -> std::io::Result<Vec<u8
 }
 
 fn read() -> Machine {
+    READS.fetch_add(1, Ordering::Relaxed);
     // Only absolute paths are read through it: any pid will do.
     let inspector = ProcessInspector::local(std::process::id() as libc::pid_t);
     let (platform_id, os_version) = dci::os_information();
