@@ -267,7 +267,9 @@ fn the_sidecar_makes_the_dump_files_ahead_and_leaves_nothing() {
     let (child, _ready) = crasher(db.path(), &[]);
     let new = db.path().join("new");
     let spare = wait_for(Duration::from_secs(20), || {
-        names_in(&new).into_iter().find_map(|n| n.strip_suffix(".dmp.spare").map(str::to_owned))
+        let names = names_in(&new);
+        let id = names.iter().find_map(|n| n.strip_suffix(".dmp.spare").map(str::to_owned))?;
+        names.contains(&format!("{id}.json.spare")).then_some(id)
     })
     .expect("a spare in new/ while the app runs");
     assert_eq!(names_in(&new), vec![format!("{spare}.dmp.spare"), format!("{spare}.json.spare")]);

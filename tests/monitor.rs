@@ -47,6 +47,14 @@ impl Monitor {
         self.child.0.id()
     }
 
+    /// SIGTERM; the monitor must exit 0 within 30 s.
+    fn terminate(&mut self) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), nix::sys::signal::Signal::SIGTERM)
+            .unwrap();
+        let status = wait_timeout(&mut self.child.0, Duration::from_secs(30)).expect("the monitor exited");
+        assert_eq!(status.code(), Some(0), "exit 0: {status:?}\n{}", self.log());
+    }
+
     /// Crash a crasher (`--crash segv` + `extra`) against this monitor;
     /// it must die by SIGSEGV within 15 s. Returns how long it took.
     fn crash(&self, extra: &[&str]) -> Duration {
@@ -315,10 +323,7 @@ fn sigterm_finishes_the_dump_in_flight_and_exits_0() {
     let mut app = monitor.spawn_crasher(&["--threads", "1000"]);
     wait_for(Duration::from_secs(20), || (!monitor.files("new", "dmp").is_empty()).then_some(()))
         .expect("a dump in progress");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor.pid() as i32), nix::sys::signal::Signal::SIGTERM)
-        .unwrap();
-    let status = wait_timeout(&mut monitor.child.0, Duration::from_secs(30)).expect("the monitor exited");
-    assert_eq!(status.code(), Some(0), "exit 0: {status:?}\n{}", monitor.log());
+    monitor.terminate();
     let app_status = wait_timeout(&mut app, Duration::from_secs(15)).expect("app died");
     assert_eq!(death_signal(&app_status), Some(libc::SIGSEGV));
     let dumps = monitor.files("pending", "dmp");
@@ -523,6 +528,9 @@ fn the_machine_read_once_serves_every_dump() {
     let monitor = Monitor::start(dir.path(), &[], |cmd| {
         cmd.env("CRASHMON_LOG", "debug");
     });
+    // The spare comes after the warm-up's read: the captures find it done.
+    wait_for(Duration::from_secs(10), || (!files_with_ext(&monitor.db.join("new"), "spare").is_empty()).then_some(()))
+        .expect("the monitor prepared");
     monitor.crash(&[]);
     monitor.crash(&[]);
     let dumps = wait_for(Duration::from_secs(10), || {
@@ -571,9 +579,10 @@ fn a_shared_monitor_keeps_a_spare_and_removes_it_when_it_stops() {
     let new = monitor.db.join("new");
     let spare_id = || {
         wait_for(Duration::from_secs(10), || {
-            files_with_ext(&new, "spare")
-                .iter()
-                .find_map(|p| p.file_name()?.to_str()?.strip_suffix(".dmp.spare").map(str::to_owned))
+            let spares = files_with_ext(&new, "spare");
+            let id =
+                spares.iter().find_map(|p| p.file_name()?.to_str()?.strip_suffix(".dmp.spare").map(str::to_owned))?;
+            spares.iter().any(|p| p.ends_with(format!("{id}.json.spare"))).then_some(id)
         })
     };
     let first = spare_id().expect("a spare once the monitor listens");
@@ -582,10 +591,7 @@ fn a_shared_monitor_keeps_a_spare_and_removes_it_when_it_stops() {
     assert_eq!(meta["id"].as_str(), Some(first.as_str()), "the crash used the spare");
     let second = spare_id().expect("a spare again after the dump");
     assert_ne!(second, first);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor.pid() as i32), nix::sys::signal::Signal::SIGTERM)
-        .unwrap();
-    let status = wait_timeout(&mut monitor.child.0, Duration::from_secs(30)).expect("the monitor exited");
-    assert_eq!(status.code(), Some(0), "{}", monitor.log());
+    monitor.terminate();
     let left: Vec<_> = std::fs::read_dir(&new).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "nothing left in new/: {left:?}");
 }

@@ -742,26 +742,9 @@ impl Database {
         // is taken before the file gets its `.dmp` name (a sweeper must never
         // see an unlocked `.dmp` of a live writer); the rename keeps the open
         // file, and so the lock.
-        let creating = path.with_extension("dmp.creating");
-        let file = create_file(&creating)?;
-        file.try_lock().map_err(|e| DbError::Io {
-            op: "lock",
-            path: creating.clone(),
-            source: match e {
-                fs::TryLockError::Error(e) => e,
-                fs::TryLockError::WouldBlock => io::Error::from(io::ErrorKind::WouldBlock),
-            },
-        })?;
-        fs::rename(&creating, &path).map_err(io_err("name", &path))?;
         let json_path = self.file(ReportState::New, id, FileKind::Metadata);
-        match create_file(&json_path) {
-            Ok(metadata_file) => Ok(NewDump { id, file, path, metadata_file }),
-            Err(e) => {
-                // Unlink while still holding the lock (see abandon_dump).
-                let _ = remove_file(&path);
-                Err(e)
-            }
-        }
+        let (file, metadata_file) = create_locked_pair(&path, &json_path)?;
+        Ok(NewDump { id, file, path, metadata_file })
     }
 
     /// Makes a [`SpareDump`]: the two files of a future dump, the dump's
@@ -769,24 +752,8 @@ impl Database {
     pub fn make_spare(&self) -> Result<SpareDump, DbError> {
         let id = ReportId::new_random();
         let (path, json_path) = self.spare_paths(id);
-        let creating = path.with_extension("creating");
-        let file = create_file(&creating)?;
-        file.try_lock().map_err(|e| DbError::Io {
-            op: "lock",
-            path: creating.clone(),
-            source: match e {
-                fs::TryLockError::Error(e) => e,
-                fs::TryLockError::WouldBlock => io::Error::from(io::ErrorKind::WouldBlock),
-            },
-        })?;
-        fs::rename(&creating, &path).map_err(io_err("name", &path))?;
-        match create_file(&json_path) {
-            Ok(metadata_file) => Ok(SpareDump { id, file, metadata_file }),
-            Err(e) => {
-                let _ = remove_file(&path);
-                Err(e)
-            }
-        }
+        let (file, metadata_file) = create_locked_pair(&path, &json_path)?;
+        Ok(SpareDump { id, file, metadata_file })
     }
 
     /// Turns `spare` into the files of a dump in progress: renames
@@ -1198,6 +1165,38 @@ impl Database {
             found.entry(id).or_insert(Location { state: ReportState::Failed, has_dump: false });
         }
         Ok(found)
+    }
+}
+
+/// Creates the dump file `path` (created as `<path>.creating`, locked,
+/// then renamed, so it never has its name unlocked) and the empty metadata
+/// file `json_path`. On error nothing is left (the dump is unlinked while
+/// still locked, see `abandon_dump`).
+fn create_locked_pair(path: &Path, json_path: &Path) -> Result<(File, File), DbError> {
+    let creating = {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".creating");
+        PathBuf::from(name)
+    };
+    let file = create_file(&creating)?;
+    let locked = file.try_lock().map_err(|e| DbError::Io {
+        op: "lock",
+        path: creating.clone(),
+        source: match e {
+            fs::TryLockError::Error(e) => e,
+            fs::TryLockError::WouldBlock => io::Error::from(io::ErrorKind::WouldBlock),
+        },
+    });
+    if let Err(e) = locked.and_then(|()| fs::rename(&creating, path).map_err(io_err("name", path))) {
+        let _ = remove_file(&creating);
+        return Err(e);
+    }
+    match create_file(json_path) {
+        Ok(metadata_file) => Ok((file, metadata_file)),
+        Err(e) => {
+            let _ = remove_file(path);
+            Err(e)
+        }
     }
 }
 
