@@ -1,5 +1,5 @@
 use {
-    super::{super::dumper_cpu_info as dci, ProcessInspector, *},
+    super::*,
     error_graph::WriteErrorList,
 };
 
@@ -13,35 +13,9 @@ pub enum SectionSystemInfoError {
     WriteCpuInformationFailed(#[source] CpuInfoError),
 }
 
-pub fn write(
-    process_inspector: &ProcessInspector,
-    buffer: &mut DumpBuf,
-    mut soft_errors: impl WriteErrorList<SectionSystemInfoError>,
-) -> Result<MDRawDirectory, SectionSystemInfoError> {
-    let mut info_section = MemoryWriter::<MDRawSystemInfo>::alloc(buffer)?;
-    let dirent = MDRawDirectory {
-        stream_type: MDStreamType::SystemInfoStream as u32,
-        location: info_section.location(),
-    };
-
-    let (platform_id, os_version) = dci::os_information();
-    let os_version_loc = write_string_to_location(buffer, &os_version)?;
-
-    // SAFETY: POD
-    let mut info = unsafe { std::mem::zeroed::<MDRawSystemInfo>() };
-    info.platform_id = platform_id as u32;
-    info.csd_version_rva = os_version_loc.rva;
-
-    if let Err(e) = dci::write_cpu_information(process_inspector, &mut info) {
-        soft_errors.push(SectionSystemInfoError::WriteCpuInformationFailed(e));
-    }
-
-    info_section.set_value(buffer, info)?;
-    Ok(dirent)
-}
-
 /// crashmon patch: the stream from the machine as read once per process
-/// (`machine`); the same bytes as `write`.
+/// (`machine`), replacing upstream's `write`, which read it for every dump
+/// (same bytes).
 pub fn write_from(
     buffer: &mut DumpBuf,
     machine: &super::machine::Machine,
