@@ -450,9 +450,10 @@ fn a_failed_publish_is_retried_without_a_restart() {
         cmd.env("CRASHMON_FAULT_INJECT", "fail-publish");
     });
     monitor.crash(&[]);
+    // The retry logs after it has moved the report: wait for both.
     let dumps = wait_for(Duration::from_secs(20), || {
         let d = monitor.files("pending", "dmp");
-        (!d.is_empty()).then_some(d)
+        (!d.is_empty() && monitor.log().contains("published a report after a failed publish")).then_some(d)
     })
     .expect("the report was published by a retry");
     let log = monitor.log();
