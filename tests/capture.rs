@@ -351,6 +351,29 @@ fn modules_and_the_dynamic_section_reach_the_dump() {
     assert_eq!(dump_tags, file_tags, "the dynamic section's tags, in order");
 }
 
+/// A crashed app's memory is not to be trusted: with the loader's link
+/// map made a cycle (its last entry points back at the first) and
+/// `r_debug.r_state` outside its enum, the capture still ends (before, it
+/// followed the chain forever with the app stopped), the app dies by its
+/// signal, and the DSO debug stream lists each loaded object once.
+#[test]
+fn a_corrupt_link_map_neither_hangs_nor_breaks_the_dump() {
+    let out = run("segv", "main", &["--corrupt-link-map"]);
+    assert_eq!(out.signal, Some(libc::SIGSEGV), "{:?}", out.lines);
+    let entries = out
+        .lines
+        .iter()
+        .find_map(|l| l.strip_prefix("link-map entries=")?.parse::<u32>().ok())
+        .expect("the crasher corrupted its link map");
+    assert!(entries >= 4, "{entries}");
+    let md = Minidump::read_path(one_dump(out.db.path())).expect("parses");
+    let _: minidump::MinidumpThreadList<'_> = md.get_stream().expect("a thread list");
+    let raw =
+        md.get_raw_stream(minidump::format::MINIDUMP_STREAM_TYPE::LinuxDsoDebug as u32).expect("a DSO debug stream");
+    let dso_count = u32::from_le_bytes(raw[8..12].try_into().unwrap());
+    assert_eq!(dso_count, entries, "each object of the cycle once");
+}
+
 /// Threads that appear and exit while the app is being dumped (4 threads
 /// starting and joining threads in a loop): every time the app dies by its
 /// signal with one dump that parses and holds the crashing thread, its

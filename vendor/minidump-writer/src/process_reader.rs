@@ -26,7 +26,12 @@ impl ProcessReader<'_> {
     pub fn read_all(&self, src: usize, dst: &mut [u8]) -> Result<(), CopyFromProcessError> {
         let mut offset = 0;
         while offset < dst.len() {
-            offset += self.read(src + offset, &mut dst[offset..])?;
+            // crashmon patch: a read that makes no progress is an error,
+            // not a reason to try again forever.
+            match self.read(src + offset, &mut dst[offset..])? {
+                0 => return Err(CopyFromProcessError::InvalidArgument),
+                n => offset += n,
+            }
         }
         Ok(())
     }
@@ -60,7 +65,11 @@ impl ProcessReader<'_> {
         let mut c = 1u8;
 
         while c != 0 {
-            self.read(address + string.len(), std::slice::from_mut(&mut c))?;
+            // crashmon patch: a read of no byte is an error (upstream
+            // pushed the previous byte again, forever).
+            if self.read(address + string.len(), std::slice::from_mut(&mut c))? == 0 {
+                return Err(CopyFromProcessError::InvalidArgument);
+            }
             string.push(c);
         }
 
@@ -79,6 +88,11 @@ impl ProcessReader<'_> {
 
         loop {
             let read_byte_len = self.read(address + string.len(), &mut word_bytes)?;
+            // crashmon patch: no progress is an error (the byte-by-byte
+            // fallback then fails on its own read).
+            if read_byte_len == 0 {
+                return Err(CopyFromProcessError::InvalidArgument);
+            }
             // SAFETY: at most WORD_SIZE bytes are indexed
             let mut read_bytes =
                 unsafe { word_bytes.get_unchecked(..std::cmp::min(read_byte_len, WORD_SIZE)) };

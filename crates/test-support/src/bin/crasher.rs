@@ -22,7 +22,8 @@
 //! (`PR_SET_DUMPABLE 0`), `--fork-child-first` (a forked child crashes the
 //! same way first; the parent prints `child pid=P signal=S`, then crashes),
 //! `--second-crash KIND` (another thread crashes with KIND while the first
-//! crash is handled).
+//! crash is handled), `--corrupt-link-map` (the loader's link map becomes a
+//! cycle and `r_debug.r_state` an invalid value; prints `link-map entries=N`).
 //!
 //! Reporting flags: `--ignore-error-type NAME`, `--sample-rate R`,
 //! `--sample-seed N` (the handler's filter), `--report-errors N` (N handled
@@ -333,6 +334,55 @@ mod raw {
         }
     }
 
+    #[repr(C)]
+    struct LinkMap {
+        l_addr: usize,
+        l_name: *const libc::c_char,
+        l_ld: *mut libc::c_void,
+        l_next: *mut LinkMap,
+        l_prev: *mut LinkMap,
+    }
+
+    #[repr(C)]
+    struct RDebug {
+        r_version: libc::c_int,
+        r_map: *mut LinkMap,
+        r_brk: usize,
+        r_state: libc::c_int,
+        r_ldbase: usize,
+    }
+
+    unsafe extern "C" {
+        /// The dynamic loader's debugger interface (`<link.h>`).
+        static mut _r_debug: RDebug;
+    }
+
+    /// Corrupts what the dynamic loader shows debuggers, as a memory bug
+    /// could: the link map's last entry points back at its first (the
+    /// chain never ends) and `r_state` holds a value outside its enum.
+    /// Returns the number of entries in the chain before.
+    pub fn corrupt_link_map() -> usize {
+        // SAFETY: `_r_debug` and the link map are the loader's, alive for
+        // the whole process; nothing else walks them after this (the app
+        // crashes next, and the handler does not look at them).
+        unsafe {
+            let r_debug = &raw mut _r_debug;
+            let first = (*r_debug).r_map;
+            if first.is_null() {
+                return 0;
+            }
+            let mut last = first;
+            let mut count = 1;
+            while !(*last).l_next.is_null() {
+                last = (*last).l_next;
+                count += 1;
+            }
+            (*last).l_next = first;
+            (*r_debug).r_state = 77;
+            count
+        }
+    }
+
     /// `prctl(PR_SET_DUMPABLE, 0)`.
     pub fn set_undumpable() -> bool {
         // SAFETY: plain prctl with integer arguments.
@@ -427,6 +477,7 @@ fn main() {
     let mut alloc_lock_held = false;
     let mut prev_handler = false;
     let mut undumpable = false;
+    let mut corrupt_link_map = false;
     let mut fork_child_first = false;
     let mut second_crash = None;
     let mut second_delay_ms = 5u64;
@@ -454,6 +505,7 @@ fn main() {
             "--alloc-lock-held" => alloc_lock_held = true,
             "--prev-handler" => prev_handler = true,
             "--undumpable" => undumpable = true,
+            "--corrupt-link-map" => corrupt_link_map = true,
             "--fork-child-first" => fork_child_first = true,
             "--second-crash" => second_crash = args.next().and_then(|k| crashmon_demo::Kind::from_name(&k)),
             "--ignore-error-type" => ignore_types.push(args.next().unwrap_or_default()),
@@ -544,6 +596,9 @@ fn main() {
     }
     if first_chance_guard {
         println!("recovered={}", raw::guard_writes_with_first_chance());
+    }
+    if corrupt_link_map {
+        println!("link-map entries={}", raw::corrupt_link_map());
     }
     if undumpable && !raw::set_undumpable() {
         eprintln!("crasher: PR_SET_DUMPABLE failed");

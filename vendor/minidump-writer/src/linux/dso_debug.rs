@@ -50,7 +50,7 @@ pub enum SectionDsoDebugError {
 }
 
 // COPY from <link.h>
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 #[repr(C)]
 pub struct LinkMap {
     /* These first few members are part of the protocol with the debugger.
@@ -80,7 +80,7 @@ enum RState {
 }
 
 // COPY from <link.h>
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 #[repr(C)]
 pub struct RDebug {
     r_version: libc::c_int, /* Version number for this protocol.  */
@@ -92,8 +92,31 @@ pub struct RDebug {
     The debugger can set a breakpoint at this address if it wants to
     notice shared object mapping changes.  */
     r_brk: ElfAddr,
-    r_state: RState,
+    // crashmon patch: a plain int, not `RState`. The bytes come from a
+    // crashed process, and any value other than 0..=2 read into the enum
+    // would be undefined behaviour.
+    r_state: libc::c_int,
     r_ldbase: ElfAddr, /* Base address the linker is loaded at.  */
+}
+
+/// crashmon patch: the most link-map entries followed. A corrupt (or
+/// cyclic) `l_next` chain in a crashed process must not keep the capture
+/// (and the stopped process) going forever.
+const MAX_LINK_MAP_ENTRIES: usize = 4096;
+
+/// crashmon patch: copies a `T` (a `repr(C)` struct of integers) out of
+/// the target's memory, or fails if the read came back short; upstream
+/// indexed the first element of a possibly empty slice (a panic) and
+/// assumed the copy was aligned.
+fn copy_struct<T: Copy>(process_inspector: &ProcessInspector, address: usize) -> Result<T> {
+    let bytes = MinidumpWriter::copy_from_process(process_inspector, address, std::mem::size_of::<T>())?;
+    if bytes.len() < std::mem::size_of::<T>() {
+        return Err(SectionDsoDebugError::CouldNotFind("a whole r_debug or link_map record"));
+    }
+    // SAFETY: `bytes` holds at least size_of::<T>() initialised bytes, the
+    // read is unaligned, and every `T` used here (RDebug, LinkMap) is made
+    // of integers only, for which any bit pattern is a valid value.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
 pub fn write_dso_debug_stream(
@@ -202,34 +225,26 @@ pub fn write_dso_debug_stream(
     // See <link.h> for a more detailed discussion of the how the dynamic
     // loader communicates with debuggers.
 
-    let debug_entry_data = MinidumpWriter::copy_from_process(
-        process_inspector,
-        r_debug,
-        std::mem::size_of::<RDebug>(),
-    )?;
+    if r_debug == 0 {
+        return Err(SectionDsoDebugError::CouldNotFind("DT_DEBUG in the dynamic section"));
+    }
+    let debug_entry: RDebug = copy_struct(process_inspector, r_debug)?;
 
-    // goblin::elf::Dyn doesn't have padding bytes
-    let (head, body, _tail) = unsafe { debug_entry_data.align_to::<RDebug>() };
-    assert!(head.is_empty(), "Data was not aligned");
-    let debug_entry = &body[0];
-
-    // Count the number of loaded DSOs
-    let mut dso_vec = Vec::new();
+    // Count the number of loaded DSOs (crashmon patch: at most
+    // MAX_LINK_MAP_ENTRIES, and a chain that comes back to an entry already
+    // seen ends there).
+    let mut dso_vec: Vec<LinkMap> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut curr_map = debug_entry.r_map;
-    while curr_map != 0 {
-        let link_map_data = MinidumpWriter::copy_from_process(
-            process_inspector,
-            curr_map,
-            std::mem::size_of::<LinkMap>(),
-        )?;
-
-        // LinkMap is repr(C) and doesn't have padding bytes, so this should be safe
-        let (head, body, _tail) = unsafe { link_map_data.align_to::<LinkMap>() };
-        assert!(head.is_empty(), "Data was not aligned");
-        let map = &body[0];
-
+    while curr_map != 0 && seen.insert(curr_map) {
+        if dso_vec.len() == MAX_LINK_MAP_ENTRIES {
+            return Err(SectionDsoDebugError::CouldNotFind(
+                "the end of the link map (more entries than the limit)",
+            ));
+        }
+        let map: LinkMap = copy_struct(process_inspector, curr_map)?;
         curr_map = map.l_next;
-        dso_vec.push(map.clone());
+        dso_vec.push(map);
     }
 
     let mut linkmap_rva = u32::MAX;
@@ -246,9 +261,11 @@ pub fn write_dso_debug_stream(
                 let filename_data =
                     MinidumpWriter::copy_from_process(process_inspector, map.l_name, 256)?;
 
-                // C - string is NULL-terminated
+                // C - string is NULL-terminated (crashmon patch: a name
+                // that is not UTF-8 is kept, lossily, instead of failing
+                // the whole stream).
                 if let Some(name) = filename_data.splitn(2, |x| *x == b'\0').next() {
-                    filename = String::from_utf8(name.to_vec())?;
+                    filename = String::from_utf8_lossy(name).into_owned();
                 }
             }
             let location = write_string_to_location(buffer, &filename)?;
