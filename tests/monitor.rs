@@ -479,6 +479,31 @@ fn a_failed_publish_is_retried_without_a_restart() {
     }
 }
 
+/// A monitor told to stop while it is making the next dump's spare files
+/// (fault `slow-spare`: 1 s between making them and keeping them) waits
+/// for them and removes them: nothing is left in `new/` (before, the
+/// monitor exited with the spare pair behind it).
+#[test]
+fn a_monitor_stopping_during_a_refill_leaves_no_spare() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut monitor = Monitor::start(dir.path(), &[], |cmd| {
+        cmd.env("CRASHMON_FAULT_INJECT", "slow-spare");
+    });
+    let new = monitor.db.join("new");
+    // The first spare (made at start, not slowed) is there: the crash uses
+    // it, and the refill after the dump is the slow one.
+    wait_for(Duration::from_secs(10), || (files_with_ext(&new, "spare").len() == 2).then_some(()))
+        .expect("the first spare");
+    monitor.crash(&[]);
+    wait_for(Duration::from_secs(10), || monitor.log().contains("fault injection: the new spare waits").then_some(()))
+        .expect("the refill after the dump began");
+    assert!(!files_with_ext(&new, "spare").is_empty(), "the refill's files exist while it waits");
+    monitor.terminate();
+    let left: Vec<_> = std::fs::read_dir(&new).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "nothing left in new/: {left:?}\n{}", monitor.log());
+    assert_eq!(monitor.files("pending", "dmp").len(), 1, "the crash's report");
+}
+
 /// The socket's path appears only once the monitor listens on it: an app
 /// connecting the moment the path exists is never refused, even with 300
 /// ms between the bind and the listen (fault `slow-listen`; before, the

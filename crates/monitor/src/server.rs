@@ -164,48 +164,80 @@ pub struct MonitorConfig {
 /// start, on the thread that also reads the machine's part of a dump, and
 /// again after each dump while the monitor goes on serving. A crash that
 /// finds none (two at once, or one before the first spare is made) makes
-/// its files as before. Once closed (the monitor stops), no spare is made
-/// and any made meanwhile is removed.
+/// its files as before. Once closed (the monitor stops), no spare is made,
+/// and [`Spare::close`] waits for a spare being made meanwhile and removes
+/// it.
 #[derive(Debug, Default)]
 pub struct Spare {
-    /// The spare, and whether the monitor has closed the slot.
-    slot: std::sync::Mutex<(Option<crashmon_database::SpareDump>, bool)>,
+    slot: std::sync::Mutex<SpareSlot>,
+    /// Signalled when a spare being made is done.
+    made: std::sync::Condvar,
 }
 
+#[derive(Debug, Default)]
+struct SpareSlot {
+    spare: Option<crashmon_database::SpareDump>,
+    /// The monitor is stopping: no more spares.
+    closed: bool,
+    /// Spares being made right now (their files exist, or soon will, and
+    /// are not in the slot yet).
+    making: usize,
+}
+
+/// How long [`Spare::close`] waits for a spare being made (its two file
+/// creations). Past it the monitor stops anyway; the next sweep removes
+/// what is left.
+const SPARE_CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 impl Spare {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<crashmon_database::SpareDump>, bool)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SpareSlot> {
         self.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The spare, if there is one (never waits long: the lock is only held
     /// to move a spare in or out).
     fn take(&self) -> Option<crashmon_database::SpareDump> {
-        self.lock().0.take()
+        self.lock().spare.take()
     }
 
-    /// Makes a spare unless there is one or the slot is closed. A failure
-    /// (a full disk...) is logged; the next dump makes its files itself
-    /// and says why if it cannot.
-    pub fn refill(&self, db: &Database) {
+    /// Makes a spare unless there is one, one is being made, or the slot is
+    /// closed. A failure (a full disk...) is logged; the next dump makes
+    /// its files itself and says why if it cannot. `pause`: a wait between
+    /// making the files and keeping them (fault injection only).
+    pub fn refill(&self, db: &Database, pause: Option<Duration>) {
         {
-            let slot = self.lock();
-            if slot.0.is_some() || slot.1 {
+            let mut slot = self.lock();
+            if slot.spare.is_some() || slot.making > 0 || slot.closed {
                 return;
             }
+            slot.making += 1;
         }
-        match db.make_spare() {
-            Ok(spare) => {
-                // Made by someone else meanwhile, or closed: not kept.
-                let extra = {
-                    let mut slot = self.lock();
-                    if slot.0.is_none() && !slot.1 { slot.0.replace(spare) } else { Some(spare) }
-                };
-                if let Some(extra) = extra {
-                    remove(db, extra);
+        let made = db.make_spare();
+        if let Some(pause) = pause {
+            tracing::warn!("fault injection: the new spare waits {pause:?}");
+            std::thread::sleep(pause);
+        }
+        // Closed meanwhile (or, defensively, filled): not kept.
+        let extra = {
+            let mut slot = self.lock();
+            match made {
+                Ok(spare) if slot.spare.is_none() && !slot.closed => {
+                    slot.spare = Some(spare);
+                    None
+                }
+                Ok(spare) => Some(spare),
+                Err(e) => {
+                    tracing::debug!("no spare dump files: {e}");
+                    None
                 }
             }
-            Err(e) => tracing::debug!("no spare dump files: {e}"),
+        };
+        if let Some(extra) = extra {
+            remove(db, extra);
         }
+        // Only now (the extra is gone) may a closing monitor go on.
+        self.lock().making -= 1;
+        self.made.notify_all();
     }
 
     /// Removes the spare, if any.
@@ -216,15 +248,25 @@ impl Spare {
         }
     }
 
-    /// Removes the spare and makes no other (the monitor is stopping).
+    /// Removes the spare and makes no other (the monitor is stopping); a
+    /// spare being made is waited for (at most [`SPARE_CLOSE_WAIT`]), and
+    /// its maker removes it.
     pub fn close(&self, db: &Database) {
         let spare = {
             let mut slot = self.lock();
-            slot.1 = true;
-            slot.0.take()
+            slot.closed = true;
+            slot.spare.take()
         };
         if let Some(spare) = spare {
             remove(db, spare);
+        }
+        let slot = self.lock();
+        let (slot, waited) = self
+            .made
+            .wait_timeout_while(slot, SPARE_CLOSE_WAIT, |s| s.making > 0)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if waited.timed_out() && slot.making > 0 {
+            tracing::warn!("stopping while spare dump files are being made; the next sweep removes them");
         }
     }
 }
@@ -264,7 +306,7 @@ fn prepare(config: &MonitorConfig, sidecar: bool) -> Prepared {
             let quiet =
                 matches!(stopped.recv_timeout(FIRST_SPARE_AFTER), Err(std::sync::mpsc::RecvTimeoutError::Timeout));
             if quiet && stats.dumps_begun.load(Ordering::SeqCst) == 0 {
-                spare.refill(&db);
+                spare.refill(&db, None);
                 if sidecar && stats.dumps_begun.load(Ordering::SeqCst) > 0 {
                     spare.discard(&db);
                 }
@@ -311,11 +353,14 @@ pub enum Fault {
     /// Wait 300 ms between binding the monitor's socket and listening on
     /// it (an app must never find the path before it is served).
     SlowListen,
+    /// Wait 1 s between making a spare after a dump and keeping it: a
+    /// refill in progress that a stopping monitor must wait for.
+    SlowSpare,
 }
 
 /// Environment variable that selects a [`Fault`]: `die-mid-dump`,
 /// `die-before-publish`, `die-before-reply`, `die-after-reply`, `slow-dump`,
-/// `fail-publish`, `slow-listen`.
+/// `fail-publish`, `slow-listen`, `slow-spare`.
 pub const FAULT_ENV: &str = "CRASHMON_FAULT_INJECT";
 
 impl Fault {
@@ -329,6 +374,7 @@ impl Fault {
             "slow-dump" => Some(Fault::SlowDump),
             "fail-publish" => Some(Fault::FailPublish),
             "slow-listen" => Some(Fault::SlowListen),
+            "slow-spare" => Some(Fault::SlowSpare),
             _ => None,
         }
     }
@@ -857,7 +903,8 @@ impl<'a> Connection<'a> {
                 let ok = self.dump(&req);
                 // After the reply (and, for a crash, while the app dies).
                 if req.kind == proto::CrashKind::Requested || self.refill_after_crash {
-                    self.config.spare.refill(&self.config.database);
+                    let pause = (self.config.fault == Some(Fault::SlowSpare)).then_some(Duration::from_secs(1));
+                    self.config.spare.refill(&self.config.database, pause);
                 }
                 ok
             }
