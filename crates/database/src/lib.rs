@@ -612,14 +612,14 @@ impl Database {
                         }
                         continue;
                     }
-                    _ if spare.exists() => continue,
+                    _ if may_exist(&spare) => continue,
                     _ => {}
                 }
             }
             // The metadata of a dump still in new/ goes with its dump (or
             // with the spare it was renamed from ahead of it: `use_spare`).
             if let Some((id, FileKind::Metadata)) = file_name(&path).and_then(FileKind::parse)
-                && (is_file(&self.file(ReportState::New, id, FileKind::Dump))? || self.spare_paths(id).0.exists())
+                && (may_exist(&self.file(ReportState::New, id, FileKind::Dump)) || may_exist(&self.spare_paths(id).0))
             {
                 continue;
             }
@@ -656,9 +656,17 @@ impl Database {
                     continue;
                 };
                 let changed = Duration::new(meta.ctime().max(0).unsigned_abs(), 0);
-                if now.saturating_sub(changed) >= grace && remove_file(&path)? {
-                    tracing::info!(path = %path.display(), "removed a leftover of an interrupted change");
-                    *removed += 1;
+                if now.saturating_sub(changed) < grace {
+                    continue;
+                }
+                match remove_file(&path) {
+                    Ok(true) => {
+                        tracing::info!(path = %path.display(), "removed a leftover of an interrupted change");
+                        *removed += 1;
+                    }
+                    Ok(false) => {}
+                    // One file that cannot go does not stop the sweep.
+                    Err(e) => tracing::warn!("sweeping the database: {e}"),
                 }
             }
         }
@@ -1203,6 +1211,16 @@ fn create_locked_pair(path: &Path, json_path: &Path) -> Result<(File, File), DbE
 /// Whether `path` may belong to a live writer: its lock is held by another
 /// open file, or it cannot be told (an error other than "not found":
 /// EMFILE, EIO... leave the file alone, as `sweep_dump` does).
+/// Whether something is at `path`; an error other than "not found" (a
+/// permission problem, an I/O error) counts as "there", so a sweep keeps
+/// what it cannot look at rather than removing what belongs to it.
+fn may_exist(path: &Path) -> bool {
+    match fs::symlink_metadata(path) {
+        Ok(_) => true,
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
+    }
+}
+
 fn is_locked(path: &Path) -> bool {
     use std::os::unix::fs::OpenOptionsExt;
     match fs::OpenOptions::new()
