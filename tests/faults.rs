@@ -21,11 +21,18 @@ fn crash(db: &Path, fault: Option<&str>) -> Duration {
         None => cmd.env_remove("CRASHMON_FAULT_INJECT"),
     };
     let mut child = cmd.spawn().expect("spawn crasher");
-    read_ready(&mut child, Duration::from_secs(10)).expect("crasher ready");
+    let ready = read_ready(&mut child, Duration::from_secs(10)).expect("crasher ready");
     let started = Instant::now();
     let status = wait_timeout(&mut child, Duration::from_secs(15)).expect("app terminated within 15 s");
     assert_eq!(death_signal(&status), Some(libc::SIGSEGV), "died by its own signal: {status:?}");
-    started.elapsed()
+    let took = started.elapsed();
+    if fault.is_some() {
+        // A sidecar told to die may still be dying (and holding the dump's
+        // lock) when its app is gone; what follows needs it gone.
+        wait_for(Duration::from_secs(15), || (!crashmon_test_support::process_alive(ready.monitor)).then_some(()))
+            .expect("the faulty sidecar is gone");
+    }
+    took
 }
 
 fn assert_parses(dump: &Path) {

@@ -137,6 +137,21 @@ fn d1_umask_000_gives_private_database() {
             .then_some(())
     })
     .expect("symbolicated report");
+    // The last write is the metadata's symbolication record (through a
+    // temporary file in new/): wait for it, so nothing is mid-rename.
+    wait_for(Duration::from_secs(60), || {
+        files_with_ext(&db.join("pending"), "json")
+            .iter()
+            .any(|p| {
+                !p.to_string_lossy().ends_with(".report.json")
+                    && std::fs::read(p)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                        .is_some_and(|m| !m["symbolication"].is_null())
+            })
+            .then_some(())
+    })
+    .expect("the symbolication recorded in the metadata");
     assert_private(&db);
 }
 
