@@ -351,6 +351,71 @@ fn modules_and_the_dynamic_section_reach_the_dump() {
     assert_eq!(dump_tags, file_tags, "the dynamic section's tags, in order");
 }
 
+/// The hex value of `key=0x…` in the crasher's output.
+fn printed(out: &Outcome, key: &str) -> u64 {
+    out.lines
+        .iter()
+        .find_map(|l| {
+            let v = l.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix("=0x"))?;
+            u64::from_str_radix(v, 16).ok()
+        })
+        .unwrap_or_else(|| panic!("{key} in {:?}", out.lines))
+}
+
+/// The crashing thread's context registers (stack pointer, instruction
+/// pointer) and its stack memory's (start, size), from a dump.
+fn crashing_thread(out: &Outcome) -> (u64, u64, Option<(u64, u64)>) {
+    let md = Minidump::read_path(one_dump(out.db.path())).expect("parses");
+    let sys: MinidumpSystemInfo = md.get_stream().unwrap();
+    let exc: MinidumpException<'_> = md.get_stream().unwrap();
+    assert_eq!(exc.get_crashing_thread_id(), out.crashing_tid as u32);
+    let ctx = exc.context(&sys, None).expect("the crash context");
+    let threads: MinidumpThreadList<'_> = md.get_stream().unwrap();
+    let memory: MinidumpMemoryList<'_> = md.get_stream().unwrap();
+    let thread = threads.threads.iter().find(|t| t.raw.thread_id == out.crashing_tid as u32).expect("listed");
+    let memory = minidump::UnifiedMemoryList::Memory(memory);
+    let stack = thread.stack_memory(&memory).map(|m| (m.base_address(), m.size()));
+    (ctx.get_stack_pointer(), ctx.get_instruction_pointer(), stack)
+}
+
+/// A stack pointer at the top of the address space (stack corruption):
+/// the capture ends (before, its search for the stack's mapping wrapped
+/// around and walked the whole address space, the app stopped), the app
+/// dies by its SIGILL, and the dump has the bad stack pointer and no
+/// stack.
+#[test]
+fn a_stack_pointer_at_the_top_of_memory_neither_hangs_nor_breaks_the_dump() {
+    let out = run("bad-sp", "main", &[]);
+    assert_eq!(out.signal, Some(libc::SIGILL), "{:?}", out.lines);
+    let (sp, _, stack) = crashing_thread(&out);
+    assert_eq!(sp, printed(&out, "sp"));
+    assert_eq!(stack, None, "no stack to copy");
+}
+
+/// A stack pointer near the start of a 64 MiB read-write mapping: the dump
+/// holds 8 MiB from the stack pointer up, not the other 56 MiB (before,
+/// the whole rest of the mapping was copied, into memory and the dump).
+#[test]
+fn a_stack_pointer_in_the_heap_copies_a_bounded_stack() {
+    let out = run("sp-in-heap", "main", &[]);
+    assert_eq!(out.signal, Some(libc::SIGILL), "{:?}", out.lines);
+    let (sp, _, stack) = crashing_thread(&out);
+    assert_eq!(sp, printed(&out, "sp"));
+    assert_eq!(stack, Some((sp, 8 << 20)), "8 MiB from the stack pointer");
+}
+
+/// A jump into a PROT_NONE page: the code around the instruction pointer
+/// cannot be read, and the dump is written without it (before, the failed
+/// read failed the whole dump).
+#[test]
+fn a_jump_into_unreadable_memory_still_gives_a_dump() {
+    let out = run("jump-prot-none", "main", &[]);
+    assert_eq!(out.signal, Some(libc::SIGSEGV), "{:?}", out.lines);
+    let (_, ip, stack) = crashing_thread(&out);
+    assert_eq!(ip, printed(&out, "addr"));
+    assert!(stack.is_some_and(|(_, size)| size > 0), "the stack is there: {stack:?}");
+}
+
 /// A crashed app's memory is not to be trusted: with the loader's link
 /// map made a cycle (its last entry points back at the first) and
 /// `r_debug.r_state` outside its enum, the capture still ends (before, it

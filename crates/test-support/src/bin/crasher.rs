@@ -13,8 +13,12 @@
 //!
 //! Besides the demo's kinds, `--crash` takes `raise-segv` (`raise(SIGSEGV)`),
 //! `double-free` (glibc aborts inside `free`), `alloc-crash` (SIGSEGV inside
-//! the allocator while its lock is held) and `wait` (sleep until killed from
-//! outside). Reliability flags: `--count-allocs` (print
+//! the allocator while its lock is held), `wait` (sleep until killed from
+//! outside), `bad-sp` (SIGILL with the stack pointer at the top of the
+//! address space), `sp-in-heap` (SIGILL with the stack pointer near the
+//! start of a 64 MiB read-write mapping) and `jump-prot-none` (a call into
+//! a PROT_NONE page); the last three print `stack-pointer sp=0x…` or
+//! `jump addr=0x…` first. Reliability flags: `--count-allocs` (print
 //! `alloc-after-crash size=N` for every allocation after the crash starts),
 //! `--alloc-lock-held` (another thread holds the allocator lock during the
 //! crash), `--prev-handler` (install a SIGSEGV/SIGABRT handler before
@@ -383,6 +387,44 @@ mod raw {
         }
     }
 
+    /// A fresh anonymous private mapping of `len` bytes with `prot`; its
+    /// address.
+    pub fn map(len: usize, prot: libc::c_int) -> usize {
+        // SAFETY: a new anonymous mapping; nothing else refers to it.
+        let addr = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        assert_ne!(addr, libc::MAP_FAILED, "mmap");
+        addr as usize
+    }
+
+    /// Loads `sp` into the stack pointer and executes an invalid
+    /// instruction: SIGILL, delivered on the alternate signal stack, with
+    /// a context whose stack pointer is `sp` (as after stack corruption).
+    pub fn crash_with_sp(sp: usize) -> ! {
+        println!("stack-pointer sp={sp:#x}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        // SAFETY: never returns; nothing runs on the new stack pointer
+        // before the fault.
+        unsafe {
+            #[cfg(target_arch = "x86_64")]
+            std::arch::asm!("mov rsp, {0}", "ud2", in(reg) sp, options(noreturn));
+            #[cfg(target_arch = "aarch64")]
+            std::arch::asm!("mov sp, {0}", "udf #0", in(reg) sp, options(noreturn));
+        }
+    }
+
+    /// Calls `addr` as a function (a wild jump: SIGSEGV with the
+    /// instruction pointer at `addr`).
+    pub fn jump_to(addr: usize) -> ! {
+        println!("jump addr={addr:#x}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        // SAFETY: not safe at all, on purpose: the call faults at once.
+        let f: extern "C" fn() = unsafe { std::mem::transmute::<usize, extern "C" fn()>(addr) };
+        f();
+        std::process::exit(crashmon_demo::FAILED_TO_CRASH);
+    }
+
     /// `prctl(PR_SET_DUMPABLE, 0)`.
     pub fn set_undumpable() -> bool {
         // SAFETY: plain prctl with integer arguments.
@@ -411,7 +453,8 @@ mod raw {
 static KIND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Crash kinds of the crasher only (not of `crashmon demo`).
-const EXTRA_KINDS: [&str; 4] = ["raise-segv", "double-free", "alloc-crash", "wait"];
+const EXTRA_KINDS: [&str; 7] =
+    ["raise-segv", "double-free", "alloc-crash", "wait", "bad-sp", "sp-in-heap", "jump-prot-none"];
 /// 0: a demo kind (`KIND`); i + 1: `EXTRA_KINDS[i]`.
 static EXTRA: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 static COUNT_ALLOCS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -429,12 +472,20 @@ fn crash_selected() {
             "raise-segv" => crashmon_demo::trigger::raise_segv(),
             "double-free" => crashmon_demo::trigger::double_free(),
             "alloc-crash" => counting_alloc::crash_inside(),
+            // The top of the address space: no mapping, and nothing above.
+            "bad-sp" => raw::crash_with_sp(usize::MAX - 7),
+            "sp-in-heap" => raw::crash_with_sp(raw::map(SP_IN_HEAP_MAPPING, libc::PROT_READ | libc::PROT_WRITE) + 4096),
+            "jump-prot-none" => raw::jump_to(raw::map(4096, libc::PROT_NONE)),
             _ => loop {
                 std::thread::sleep(Duration::from_secs(60));
             },
         },
     }
 }
+
+/// The size of the read-write mapping `--crash sp-in-heap` points its
+/// stack pointer into (near its start, so the "stack" above it is large).
+const SP_IN_HEAP_MAPPING: usize = 64 << 20;
 
 /// Announce this thread and crash it with the selected kind.
 fn crash_here() {

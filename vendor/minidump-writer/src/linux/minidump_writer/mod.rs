@@ -890,8 +890,15 @@ impl MinidumpWriter {
         // addresses past the stack pointer. Stack grows towards lower addresses
         // on the platforms we care about so the stack should appear after the
         // guard page.
-        while !Self::may_be_stack(mapping) && (stack_pointer <= guard_page_max_addr) {
-            stack_pointer += self.page_size;
+        // crashmon patch: the walk ends at the top of the address space
+        // (a corrupt stack pointer near usize::MAX made upstream's `+=`
+        // wrap around to 0 and walk the whole address space, the app
+        // stopped meanwhile).
+        while !Self::may_be_stack(mapping) {
+            match stack_pointer.checked_add(self.page_size) {
+                Some(next) if next <= guard_page_max_addr => stack_pointer = next,
+                _ => break,
+            }
             mapping = self.find_mapping(stack_pointer);
         }
 

@@ -124,24 +124,29 @@ impl MinidumpWriter {
                     let mut ip_memory_d = MDMemoryDescriptor {
                         start_of_memory_range: std::cmp::max(
                             mapping.start_address,
-                            instruction_ptr - ip_memory_size / 2,
+                            instruction_ptr.saturating_sub(ip_memory_size / 2),
                         ) as u64,
                         ..Default::default()
                     };
 
                     let end_of_range = std::cmp::min(
-                        mapping.start_address + mapping.size,
-                        instruction_ptr + ip_memory_size / 2,
+                        mapping.start_address.saturating_add(mapping.size),
+                        instruction_ptr.saturating_add(ip_memory_size / 2),
                     ) as u64;
                     ip_memory_d.memory.data_size =
                         (end_of_range - ip_memory_d.start_of_memory_range) as u32;
 
-                    let memory_copy = MinidumpWriter::copy_from_process(
+                    // crashmon patch: code that cannot be read (a jump
+                    // into a PROT_NONE or execute-only mapping) is left out;
+                    // upstream failed the whole dump.
+                    let memory_copy = match MinidumpWriter::copy_from_process(
                         &self.process_inspector,
                         ip_memory_d.start_of_memory_range as _,
                         ip_memory_d.memory.data_size as usize,
-                    )
-                    .map_err(SectionThreadListError::CopyFromProcessError)?;
+                    ) {
+                        Ok(copy) if !copy.is_empty() => copy,
+                        _ => break,
+                    };
 
                     let mem_section = MemoryArrayWriter::alloc_from_array(buffer, &memory_copy)?;
                     ip_memory_d.memory = mem_section.location();
@@ -192,6 +197,10 @@ impl MinidumpWriter {
         Ok(dirent)
     }
 
+    /// crashmon patch: the most stack copied for one thread (8 MiB, the
+    /// usual `RLIMIT_STACK`: a whole overflowed main-thread stack fits).
+    const MAX_STACK_COPY: usize = 8 << 20;
+
     fn fill_thread_stack(
         &mut self,
         buffer: &mut DumpBuf,
@@ -210,13 +219,22 @@ impl MinidumpWriter {
             } else {
                 stack_len
             };
+            // crashmon patch: at most MAX_STACK_COPY from the stack pointer
+            // up. A corrupt stack pointer inside the heap (or any large
+            // mapping) made upstream copy the rest of that mapping,
+            // gigabytes perhaps, into memory and into the dump.
+            let stack_len = min(stack_len, Self::MAX_STACK_COPY);
 
-            let mut stack_bytes = MinidumpWriter::copy_from_process(
+            // crashmon patch: a stack that cannot be read (the pointer in
+            // a write-only or just-unmapped mapping) is left out of the
+            // dump; upstream failed the whole dump.
+            let Ok(mut stack_bytes) = MinidumpWriter::copy_from_process(
                 &self.process_inspector,
                 valid_stack_ptr,
                 stack_len,
-            )
-            .map_err(SectionThreadListError::CopyFromProcessError)?;
+            ) else {
+                return Ok(());
+            };
             let stack_pointer_offset = stack_ptr.saturating_sub(valid_stack_ptr);
             if self.skip_stacks_if_mapping_unreferenced {
                 if let Some(principal_mapping) = &self.principal_mapping {
