@@ -504,6 +504,31 @@ fn a_monitor_stopping_during_a_refill_leaves_no_spare() {
     assert_eq!(monitor.files("pending", "dmp").len(), 1, "the crash's report");
 }
 
+/// A panic inside the minidump writer, with the app's threads suspended
+/// (fault `panic-mid-dump`, first dump only), fails that one dump: the app
+/// is let go and dies by its own signal, the monitor says why, and it goes
+/// on serving (the next crash is dumped on a new connection).
+#[test]
+fn a_panic_in_the_writer_fails_one_dump_and_the_monitor_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let monitor = Monitor::start(dir.path(), &[], |cmd| {
+        cmd.env("CRASHMON_FAULT_INJECT", "panic-mid-dump");
+    });
+    let took = monitor.crash(&[]);
+    assert!(took < Duration::from_secs(10), "the app was let go: {took:?}");
+    wait_for(Duration::from_secs(10), || monitor.log().contains("the minidump writer panicked").then_some(()))
+        .unwrap_or_else(|| panic!("the failure is logged: {}", monitor.log()));
+    assert!(monitor.files("pending", "dmp").is_empty(), "no dump from the failed capture");
+    monitor.crash(&[]);
+    let dumps = wait_for(Duration::from_secs(20), || {
+        let d = monitor.files("pending", "dmp");
+        (!d.is_empty()).then_some(d)
+    })
+    .expect("the next crash is dumped");
+    parse(&dumps[0]);
+    assert!(crashmon_test_support::process_alive(monitor.pid() as i32), "the monitor is still serving");
+}
+
 /// The socket's path appears only once the monitor listens on it: an app
 /// connecting the moment the path exists is never refused, even with 300
 /// ms between the bind and the listen (fault `slow-listen`; before, the

@@ -95,6 +95,9 @@ pub struct CaptureOptions {
     /// then keeps the full stacks of the crashing thread and the first 20
     /// threads, and at most 2 KiB of stack of every other thread.
     pub max_dump_size: Option<u64>,
+    /// Fault injection: the writer panics at its first write, the app's
+    /// threads suspended (the monitor must fail this dump only).
+    pub panic_while_suspended: bool,
 }
 
 /// What was captured.
@@ -111,6 +114,8 @@ pub struct Capture {
 /// copying each stream to a destination as it goes.
 #[derive(Debug, Default)]
 struct Discard {
+    /// Panic at the first write ([`CaptureOptions::panic_while_suspended`]).
+    panic: bool,
     pos: u64,
     /// How far anything was written: where `SeekFrom::End` counts from.
     len: u64,
@@ -118,6 +123,9 @@ struct Discard {
 
 impl Write for Discard {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::mem::take(&mut self.panic) {
+            panic!("fault injection: the writer panics mid-dump");
+        }
         self.pos += buf.len() as u64;
         self.len = self.len.max(self.pos);
         Ok(buf.len())
@@ -182,7 +190,24 @@ pub fn capture_minidump(
         }
         config.set_crash_context(minidump_writer::CrashContextExt { inner: ctx });
     }
-    let bytes = config.write(&mut Discard::default()).map_err(|e| CaptureError::Writer { pid, source: Box::new(e) })?;
+    // A panic in the writer (a case its authors did not foresee, met in a
+    // crashed app's memory) fails this one dump, not the monitor's
+    // connection thread; the writer's drop has let the app's threads go
+    // by the time it is caught.
+    let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        config.write(&mut Discard { panic: options.panic_while_suspended, ..Discard::default() })
+    }));
+    let bytes = match written {
+        Ok(bytes) => bytes.map_err(|e| CaptureError::Writer { pid, source: Box::new(e) })?,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned());
+            return Err(CaptureError::Writer { pid, source: format!("the minidump writer panicked: {what}").into() });
+        }
+    };
     let threads = crate::diagnose::thread_count(&bytes).unwrap_or(0);
     if threads == 0 {
         // minidump-writer has detached and continued the process by now.

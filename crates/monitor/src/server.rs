@@ -356,11 +356,15 @@ pub enum Fault {
     /// Wait 1 s between making a spare after a dump and keeping it: a
     /// refill in progress that a stopping monitor must wait for.
     SlowSpare,
+    /// The minidump writer panics in the monitor's first dump, with the
+    /// app's threads suspended: that dump fails, the app dies by its
+    /// signal, and the monitor goes on serving.
+    PanicMidDump,
 }
 
 /// Environment variable that selects a [`Fault`]: `die-mid-dump`,
 /// `die-before-publish`, `die-before-reply`, `die-after-reply`, `slow-dump`,
-/// `fail-publish`, `slow-listen`, `slow-spare`.
+/// `fail-publish`, `slow-listen`, `slow-spare`, `panic-mid-dump`.
 pub const FAULT_ENV: &str = "CRASHMON_FAULT_INJECT";
 
 impl Fault {
@@ -375,6 +379,7 @@ impl Fault {
             "fail-publish" => Some(Fault::FailPublish),
             "slow-listen" => Some(Fault::SlowListen),
             "slow-spare" => Some(Fault::SlowSpare),
+            "panic-mid-dump" => Some(Fault::PanicMidDump),
             _ => None,
         }
     }
@@ -618,8 +623,16 @@ pub fn serve_socket(
         let config = config.clone();
         let counter = Arc::clone(&active);
         let spawned = std::thread::Builder::new().name("crashmon-client".into()).spawn(move || {
+            // Counted out however the thread ends (a panic too), or the
+            // monitor would refuse clients after `max_clients` of them.
+            struct Leave(Arc<std::sync::atomic::AtomicUsize>);
+            impl Drop for Leave {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            let _leave = Leave(counter);
             Connection::new(&config, fd).run();
-            counter.fetch_sub(1, Ordering::SeqCst);
         });
         if let Err(e) = spawned {
             active.fetch_sub(1, Ordering::SeqCst);
@@ -1085,7 +1098,10 @@ impl<'a> Connection<'a> {
             inject(self.config, Fault::SlowDump, pid);
             inject(self.config, Fault::DieMidDump, pid);
             let t0 = std::time::Instant::now();
-            let captured = capture::capture_minidump(pid, tid, context, &options.capture);
+            let mut capture_options = options.capture.clone();
+            capture_options.panic_while_suspended = self.config.fault == Some(Fault::PanicMidDump)
+                && self.config.stats.dumps_begun.load(Ordering::SeqCst) == 1;
+            let captured = capture::capture_minidump(pid, tid, context, &capture_options);
             tracing::debug!(
                 write_us = t0.elapsed().as_micros() as u64,
                 machine_reads = minidump_writer::minidump_writer::machine::reads(),

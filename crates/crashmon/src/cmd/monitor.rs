@@ -118,6 +118,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<u8> {
         options: crashmon_monitor::MonitorOptions {
             capture: crashmon_monitor::CaptureOptions {
                 max_dump_size: args.max_dump_size.or(cfg.monitor.max_dump_size.as_ref().map(|s| s.value)),
+                ..Default::default()
             },
             filters,
             max_attachment_size: args.max_attachment_size,

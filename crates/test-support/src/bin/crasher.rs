@@ -391,9 +391,8 @@ mod raw {
     /// address.
     pub fn map(len: usize, prot: libc::c_int) -> usize {
         // SAFETY: a new anonymous mapping; nothing else refers to it.
-        let addr = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
-        };
+        let addr =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
         assert_ne!(addr, libc::MAP_FAILED, "mmap");
         addr as usize
     }
