@@ -195,10 +195,12 @@ pub fn capture_minidump(
     // connection thread; the writer's drop has let the app's threads go
     // by the time it is caught.
     let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        config.write(&mut Discard { panic: options.panic_while_suspended, ..Discard::default() })
+        config
+            .write(&mut Discard { panic: options.panic_while_suspended, ..Discard::default() })
+            .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })
     }));
     let bytes = match written {
-        Ok(bytes) => bytes.map_err(|e| CaptureError::Writer { pid, source: Box::new(e) })?,
+        Ok(bytes) => bytes.map_err(|source| CaptureError::Writer { pid, source })?,
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()
