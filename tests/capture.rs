@@ -416,6 +416,35 @@ fn a_jump_into_unreadable_memory_still_gives_a_dump() {
     assert!(stack.is_some_and(|(_, size)| size > 0), "the stack is there: {stack:?}");
 }
 
+/// A loaded library whose file name has a non-ASCII character in its
+/// version (`libcrashmon-test.so.1.2.3ß`, a copy of the test's own
+/// libgcc_s): the dump is written and lists it (before, parsing the
+/// version panicked on a character boundary and the dump failed).
+#[test]
+fn a_library_with_a_non_ascii_version_is_listed() {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let libgcc = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("/libgcc_s.so"))
+        .expect("the test links libgcc_s")
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("libcrashmon-test.so.1.2.3\u{df}");
+    std::fs::copy(&libgcc, &lib).unwrap();
+    let out = run("segv", "main", &["--dlopen", lib.to_str().unwrap()]);
+    assert_eq!(out.signal, Some(libc::SIGSEGV), "{:?}", out.lines);
+    let md = Minidump::read_path(one_dump(out.db.path())).expect("parses");
+    let modules: minidump::MinidumpModuleList = md.get_stream().expect("a module list");
+    // Named after its SONAME, in its own directory.
+    assert!(
+        modules.iter().any(|m| Path::new(&m.name).starts_with(dir.path())),
+        "{} among {:?}",
+        lib.display(),
+        modules.iter().map(|m| m.name.clone()).collect::<Vec<_>>()
+    );
+}
+
 /// A crashed app's memory is not to be trusted: with the loader's link
 /// map made a cycle (its last entry points back at the first) and
 /// `r_debug.r_state` outside its enum, the capture still ends (before, it

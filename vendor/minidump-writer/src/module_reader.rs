@@ -25,6 +25,11 @@ pub struct ProcessModuleMemoryReader<'a> {
 /// Bytes of a module's start read at once (one page).
 const HEAD_LEN: usize = 4096;
 
+/// crashmon patch: the most bytes one read of a module's memory may ask
+/// for. The lengths come from ELF headers in the (crashed) process's
+/// memory; a corrupt one made upstream allocate whatever it said.
+const MAX_MODULE_READ: usize = 16 << 20;
+
 impl<'a> ProcessModuleMemoryReader<'a> {
     pub fn new(reader: &'a ProcessReader<'a>, start_address: usize) -> Self {
         Self {
@@ -44,8 +49,9 @@ impl<'a> ProcessModuleMemoryReader<'a> {
                     .read_to_vec(address, std::num::NonZeroUsize::new(HEAD_LEN)?)
                     .ok()
             });
-            if let Some(head) = head {
-                return Ok(Cow::Owned(head[offset as usize..end as usize].to_vec()));
+            // (A short head read falls through to a read of its own.)
+            if let Some(bytes) = head.as_ref().and_then(|head| head.get(offset as usize..end as usize)) {
+                return Ok(Cow::Owned(bytes.to_vec()));
             }
         }
         let inner = || {
@@ -55,6 +61,9 @@ impl<'a> ProcessModuleMemoryReader<'a> {
                 .ok_or(ReadError::Overflow)?;
             let address = usize::try_from(address).map_err(|_| ReadError::Overflow)?;
             let length = usize::try_from(length).map_err(|_| ReadError::Overflow)?;
+            if length > MAX_MODULE_READ {
+                return Err(ReadError::OutOfBounds);
+            }
             let length =
                 std::num::NonZeroUsize::new(length).ok_or(ReadError::ZeroLengthProcessRead)?;
             self.reader

@@ -27,7 +27,8 @@
 //! same way first; the parent prints `child pid=P signal=S`, then crashes),
 //! `--second-crash KIND` (another thread crashes with KIND while the first
 //! crash is handled), `--corrupt-link-map` (the loader's link map becomes a
-//! cycle and `r_debug.r_state` an invalid value; prints `link-map entries=N`).
+//! cycle and `r_debug.r_state` an invalid value; prints `link-map entries=N`),
+//! `--dlopen PATH` (repeatable: loads the library before crashing).
 //!
 //! Reporting flags: `--ignore-error-type NAME`, `--sample-rate R`,
 //! `--sample-seed N` (the handler's filter), `--report-errors N` (N handled
@@ -424,6 +425,13 @@ mod raw {
         std::process::exit(crashmon_demo::FAILED_TO_CRASH);
     }
 
+    /// `dlopen(path, RTLD_NOW)`: whether it loaded.
+    pub fn dlopen(path: &str) -> bool {
+        let Ok(c) = std::ffi::CString::new(path) else { return false };
+        // SAFETY: a NUL-terminated path; the handle is kept (never closed).
+        !unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW) }.is_null()
+    }
+
     /// `prctl(PR_SET_DUMPABLE, 0)`.
     pub fn set_undumpable() -> bool {
         // SAFETY: plain prctl with integer arguments.
@@ -528,6 +536,7 @@ fn main() {
     let mut prev_handler = false;
     let mut undumpable = false;
     let mut corrupt_link_map = false;
+    let mut dlopen: Vec<String> = Vec::new();
     let mut fork_child_first = false;
     let mut second_crash = None;
     let mut second_delay_ms = 5u64;
@@ -556,6 +565,7 @@ fn main() {
             "--prev-handler" => prev_handler = true,
             "--undumpable" => undumpable = true,
             "--corrupt-link-map" => corrupt_link_map = true,
+            "--dlopen" => dlopen.extend(args.next()),
             "--fork-child-first" => fork_child_first = true,
             "--second-crash" => second_crash = args.next().and_then(|k| crashmon_demo::Kind::from_name(&k)),
             "--ignore-error-type" => ignore_types.push(args.next().unwrap_or_default()),
@@ -646,6 +656,12 @@ fn main() {
     }
     if first_chance_guard {
         println!("recovered={}", raw::guard_writes_with_first_chance());
+    }
+    for path in &dlopen {
+        if !raw::dlopen(path) {
+            eprintln!("crasher: dlopen {path} failed");
+            std::process::exit(1);
+        }
     }
     if corrupt_link_map {
         println!("link-map entries={}", raw::corrupt_link_map());

@@ -132,17 +132,21 @@ pub fn write_dso_debug_stream(
         .ok_or(SectionDsoDebugError::CouldNotFind("AT_PHDR in auxv"))? as usize;
 
     let ph = MinidumpWriter::copy_from_process(process_inspector, phdr, SIZEOF_PHDR * phnum_max)?;
+    // crashmon patch: a short read (the table runs into an unreadable
+    // page) parses the whole headers read; goblin's `from_bytes` panicked.
+    let phnum_max = phnum_max.min(ph.len() / SIZEOF_PHDR);
+    let ph = &ph[..phnum_max * SIZEOF_PHDR];
     let program_headers;
     #[cfg(target_pointer_width = "64")]
     {
         program_headers = goblin::elf::program_header::program_header64::ProgramHeader::from_bytes(
-            &ph, phnum_max,
+            ph, phnum_max,
         );
     }
     #[cfg(target_pointer_width = "32")]
     {
         program_headers = goblin::elf::program_header::program_header32::ProgramHeader::from_bytes(
-            &ph, phnum_max,
+            ph, phnum_max,
         );
     };
 
@@ -155,7 +159,7 @@ pub fn write_dso_debug_stream(
         // Adjust base address with the virtual address of the PT_LOAD segment
         // corresponding to offset 0
         if ph.p_type == goblin::elf::program_header::PT_LOAD && ph.p_offset == 0 {
-            base -= ph.p_vaddr as usize;
+            base = base.wrapping_sub(ph.p_vaddr as usize);
         }
         if ph.p_type == goblin::elf::program_header::PT_DYNAMIC {
             dyn_addr = ph.p_vaddr;
@@ -169,7 +173,7 @@ pub fn write_dso_debug_stream(
         ));
     }
 
-    dyn_addr += base as ElfAddr;
+    dyn_addr = dyn_addr.wrapping_add(base as ElfAddr);
 
     // crashmon patch: an entry is two native words (`goblin::elf::Dyn` has
     // 64-bit fields on every target).
@@ -190,10 +194,15 @@ pub fn write_dso_debug_stream(
         .or_else(|_| MinidumpWriter::copy_from_process(process_inspector, dyn_addr as usize, dyn_size))?;
     let mut dynamic_length = 0usize;
     loop {
+        // crashmon patch: a section without DT_NULL ends after 4096 entries
+        // (upstream read on, one entry per read, as far as memory went).
+        if dynamic_length >= 4096 * dyn_size {
+            return Err(SectionDsoDebugError::CouldNotFind("DT_NULL in the dynamic section"));
+        }
         if dynamic_length + dyn_size > dyn_bytes.len() {
             let more = MinidumpWriter::copy_from_process(
                 process_inspector,
-                dyn_addr as usize + dynamic_length,
+                (dyn_addr as usize).wrapping_add(dynamic_length),
                 dyn_size,
             )?;
             if more.len() < dyn_size {

@@ -499,8 +499,11 @@ impl SoVersion {
                     if i >= comps.len() - 1 {
                         break;
                     }
-                    if let Some(pre) = comp.rfind(|c: char| !c.is_ascii_digit())
-                        && let Ok(pre) = comp[pre + 1..].parse()
+                    // crashmon patch: sliced after the character found,
+                    // not one byte after its start (a non-ASCII character
+                    // there panicked on a char boundary).
+                    if let Some((pre, c)) = comp.char_indices().rev().find(|(_, c)| !c.is_ascii_digit())
+                        && let Ok(pre) = comp[pre + c.len_utf8()..].parse()
                     {
                         *comps[i + 1] = pre;
                         break;
