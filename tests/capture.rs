@@ -445,6 +445,22 @@ fn a_library_with_a_non_ascii_version_is_listed() {
     );
 }
 
+/// A mapping whose file was replaced by a FIFO (the name in the maps,
+/// less " (deleted)", now names the FIFO): the capture does not open it
+/// (an open blocks until a writer comes; before, the capture hung there
+/// with the app stopped), and the dump is written.
+#[test]
+fn a_mapped_file_replaced_by_a_fifo_does_not_hang_the_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("replaced.bin");
+    let out = run("segv", "main", &["--map-then-fifo", fifo.to_str().unwrap()]);
+    assert_eq!(out.signal, Some(libc::SIGSEGV), "{:?}", out.lines);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was there");
+    let md = Minidump::read_path(one_dump(out.db.path())).expect("parses");
+    let _: MinidumpThreadList<'_> = md.get_stream().expect("a thread list");
+}
+
 /// A crashed app's memory is not to be trusted: with the loader's link
 /// map made a cycle (its last entry points back at the first) and
 /// `r_debug.r_state` outside its enum, the capture still ends (before, it

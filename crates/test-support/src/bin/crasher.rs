@@ -28,7 +28,9 @@
 //! `--second-crash KIND` (another thread crashes with KIND while the first
 //! crash is handled), `--corrupt-link-map` (the loader's link map becomes a
 //! cycle and `r_debug.r_state` an invalid value; prints `link-map entries=N`),
-//! `--dlopen PATH` (repeatable: loads the library before crashing).
+//! `--dlopen PATH` (repeatable: loads the library before crashing),
+//! `--map-then-fifo PATH` (an executable mapping of a file at PATH, which
+//! is then replaced by a FIFO).
 //!
 //! Reporting flags: `--ignore-error-type NAME`, `--sample-rate R`,
 //! `--sample-seed N` (the handler's filter), `--report-errors N` (N handled
@@ -425,6 +427,33 @@ mod raw {
         std::process::exit(crashmon_demo::FAILED_TO_CRASH);
     }
 
+    /// Maps an 8 KiB file at `path` readable and executable, removes the
+    /// file, and makes a FIFO under its name: the mapping's name in
+    /// `/proc/<pid>/maps` (less " (deleted)") then names a FIFO.
+    pub fn map_then_fifo(path: &str) -> bool {
+        use std::os::fd::AsRawFd;
+        let Ok(file) = std::fs::File::create_new(path) else { return false };
+        if file.set_len(8192).is_err() {
+            return false;
+        }
+        // SAFETY: a new private mapping of our own file, never unmapped.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                8192,
+                libc::PROT_READ | libc::PROT_EXEC,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        let Ok(c) = std::ffi::CString::new(path) else { return false };
+        // SAFETY: a NUL-terminated path.
+        addr != libc::MAP_FAILED
+            && std::fs::remove_file(path).is_ok()
+            && unsafe { libc::mkfifo(c.as_ptr(), 0o600) } == 0
+    }
+
     /// `dlopen(path, RTLD_NOW)`: whether it loaded.
     pub fn dlopen(path: &str) -> bool {
         let Ok(c) = std::ffi::CString::new(path) else { return false };
@@ -537,6 +566,7 @@ fn main() {
     let mut undumpable = false;
     let mut corrupt_link_map = false;
     let mut dlopen: Vec<String> = Vec::new();
+    let mut map_then_fifo = None;
     let mut fork_child_first = false;
     let mut second_crash = None;
     let mut second_delay_ms = 5u64;
@@ -566,6 +596,7 @@ fn main() {
             "--undumpable" => undumpable = true,
             "--corrupt-link-map" => corrupt_link_map = true,
             "--dlopen" => dlopen.extend(args.next()),
+            "--map-then-fifo" => map_then_fifo = args.next(),
             "--fork-child-first" => fork_child_first = true,
             "--second-crash" => second_crash = args.next().and_then(|k| crashmon_demo::Kind::from_name(&k)),
             "--ignore-error-type" => ignore_types.push(args.next().unwrap_or_default()),
@@ -662,6 +693,12 @@ fn main() {
             eprintln!("crasher: dlopen {path} failed");
             std::process::exit(1);
         }
+    }
+    if let Some(path) = &map_then_fifo
+        && !raw::map_then_fifo(path)
+    {
+        eprintln!("crasher: mapping {path} then making a FIFO there failed");
+        std::process::exit(1);
     }
     if corrupt_link_map {
         println!("link-map entries={}", raw::corrupt_link_map());

@@ -159,10 +159,27 @@ fn section_header_with_name<'sc, MM: ReadModuleMemory>(
     Ok(None)
 }
 
+/// crashmon patch: only a regular file outside `/dev/` is opened. A
+/// mapping's path may now name a FIFO (whose open blocks until a writer
+/// comes) or a device node (whose open may do anything): the file there is
+/// not necessarily the one mapped (` (deleted)` is stripped from the name).
+fn check_safe_to_open(process_inspector: &ProcessInspector, path: &Path) -> Result<(), Error> {
+    let regular = !path.starts_with("/dev/")
+        && process_inspector
+            .stat_file(path)
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG);
+    if regular {
+        Ok(())
+    } else {
+        Err(Error::NotSafeToOpenMapping(path.as_os_str().to_os_string()))
+    }
+}
+
 pub fn read_build_id_from_file(
     process_inspector: &ProcessInspector,
     path: &Path,
 ) -> Result<Vec<u8>, Error> {
+    check_safe_to_open(process_inspector, path)?;
     let module_memory_reader = process_inspector
         .map_module_into_memory(path, 0)
         .map_err(Error::MapModuleFailed)?;
@@ -204,6 +221,7 @@ pub fn read_soname_from_file(
     if path.starts_with("/dev/") {
         return Err(Error::NotSafeToOpenMapping(path.as_os_str().to_os_string()));
     }
+    check_safe_to_open(process_inspector, path)?;
 
     let module_memory_reader = process_inspector
         .map_module_into_memory(path, offset)
