@@ -461,6 +461,45 @@ fn a_mapped_file_replaced_by_a_fifo_does_not_hang_the_capture() {
     let _: MinidumpThreadList<'_> = md.get_stream().expect("a thread list");
 }
 
+/// A thread in a killable wait (a vfork parent whose child never execs,
+/// as in a stuck `posix_spawn`; NFS and FUSE waits are alike) does not
+/// stop for the dump: after the stop deadline (2 s) the dump is written
+/// without it (before, the capture waited for it forever, the app
+/// stopped), and the app dies by its signal.
+#[test]
+fn a_thread_that_cannot_stop_is_left_out_after_the_deadline() {
+    let out = run("segv", "main", &["--vfork-stuck"]);
+    let child = out
+        .lines
+        .iter()
+        .find_map(|l| l.strip_prefix("vfork-child pid=")?.trim().parse::<i32>().ok())
+        .expect("the vfork child started");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), nix::sys::signal::Signal::SIGKILL);
+    assert_eq!(out.signal, Some(libc::SIGSEGV), "{:?}", out.lines);
+    let md = Minidump::read_path(one_dump(out.db.path())).expect("parses");
+    let threads: MinidumpThreadList<'_> = md.get_stream().expect("a thread list");
+    let tids: Vec<u32> = threads.threads.iter().map(|t| t.raw.thread_id).collect();
+    assert!(tids.contains(&(out.crashing_tid as u32)), "the crashing thread: {tids:?}");
+    let task = std::fs::read_dir(format!("/proc/{}/task", out.crashing_tid));
+    assert!(task.is_err(), "the app is gone");
+    assert_eq!(tids.len(), 1, "the stuck thread is left out: {tids:?}");
+}
+
+/// The same stuck thread in a requested dump (the app goes on): the dump
+/// is filed without it, and the thread is not left traced by the monitor
+/// (the capture ran on a thread of its own, which ended; a thread left
+/// traced would stop for good when its wait ends).
+#[test]
+fn a_requested_dump_leaves_no_thread_traced() {
+    let out = run("segv", "main", &["--vfork-stuck", "--request-dump"]);
+    if let Some(child) = out.lines.iter().find_map(|l| l.strip_prefix("vfork-child pid=")?.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(out.lines.iter().any(|l| l.starts_with("requested id=")), "{:?}", out.lines);
+    assert!(out.lines.iter().any(|l| l == "stuck-thread tracer=0"), "not traced after the dump: {:?}", out.lines);
+    assert_eq!(out.signal, Some(libc::SIGSEGV));
+}
+
 /// A crashed app's memory is not to be trusted: with the loader's link
 /// map made a cycle (its last entry points back at the first) and
 /// `r_debug.r_state` outside its enum, the capture still ends (before, it

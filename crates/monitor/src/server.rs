@@ -1101,7 +1101,25 @@ impl<'a> Connection<'a> {
             let mut capture_options = options.capture.clone();
             capture_options.panic_while_suspended = self.config.fault == Some(Fault::PanicMidDump)
                 && self.config.stats.dumps_begun.load(Ordering::SeqCst) == 1;
-            let captured = capture::capture_minidump(pid, tid, context, &capture_options);
+            let capture = || capture::capture_minidump(pid, tid, context, &capture_options);
+            // An app that goes on after its dump (a handled error): a
+            // thread of it that did not stop in time (a killable wait)
+            // stays traced by the thread that seized it, and stops when
+            // its wait ends, until that thread ends. So that capture runs
+            // on a thread of its own, which ends with it. (A crashed app
+            // dies after its dump: no thread needed.)
+            let captured = if req.kind == proto::CrashKind::Requested {
+                std::thread::scope(|own| {
+                    match std::thread::Builder::new().name("crashmon-capture".into()).spawn_scoped(own, capture) {
+                        Ok(thread) => thread.join().unwrap_or_else(|_| {
+                            Err(capture::CaptureError::Writer { pid, source: "the capture thread panicked".into() })
+                        }),
+                        Err(_) => capture(),
+                    }
+                })
+            } else {
+                capture()
+            };
             tracing::debug!(
                 write_us = t0.elapsed().as_micros() as u64,
                 machine_reads = minidump_writer::minidump_writer::machine::reads(),

@@ -30,7 +30,8 @@
 //! cycle and `r_debug.r_state` an invalid value; prints `link-map entries=N`),
 //! `--dlopen PATH` (repeatable: loads the library before crashing),
 //! `--map-then-fifo PATH` (an executable mapping of a file at PATH, which
-//! is then replaced by a FIFO).
+//! is then replaced by a FIFO), `--vfork-stuck` (a thread stays in a vfork
+//! wait; its child prints `vfork-child pid=N`, then pauses until killed).
 //!
 //! Reporting flags: `--ignore-error-type NAME`, `--sample-rate R`,
 //! `--sample-seed N` (the handler's filter), `--report-errors N` (N handled
@@ -454,6 +455,75 @@ mod raw {
             && unsafe { libc::mkfifo(c.as_ptr(), 0o600) } == 0
     }
 
+    extern "C" fn vfork_child(_: *mut libc::c_void) -> libc::c_int {
+        // The child shares the app's memory: no allocation, raw calls only.
+        let mut line = *b"vfork-child pid=0000000000\n";
+        // SAFETY: plain syscalls on a stack buffer.
+        unsafe {
+            let mut pid = libc::getpid() as u32;
+            for i in (16..26).rev() {
+                line[i] = b'0' + (pid % 10) as u8;
+                pid /= 10;
+            }
+            libc::write(1, line.as_ptr().cast(), line.len());
+            // Let go of the app's stdout, stderr and monitor socket.
+            libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+            loop {
+                libc::pause();
+            }
+        }
+    }
+
+    /// Starts a thread that vforks (`clone(CLONE_VM | CLONE_VFORK)`, as
+    /// `posix_spawn` does) a child that never execs: the thread stays in
+    /// the kernel's killable vfork wait, where PTRACE_INTERRUPT does not
+    /// stop it. The child prints `vfork-child pid=N` and pauses.
+    pub fn start_stuck_vfork() {
+        std::thread::spawn(|| {
+            STUCK_TID.store(nix::unistd::gettid().as_raw(), std::sync::atomic::Ordering::SeqCst);
+            let mut stack = vec![0u8; 64 * 1024];
+            // SAFETY: one past the end of the same allocation.
+            let top = unsafe { stack.as_mut_ptr().add(stack.len()) };
+            // SAFETY: the child runs `vfork_child` on its own stack (the
+            // top of `stack`, which outlives it: this thread does not
+            // return from the clone while the child lives).
+            unsafe {
+                libc::clone(
+                    vfork_child,
+                    top.cast(),
+                    libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                    std::ptr::null_mut(),
+                );
+            }
+            drop(stack);
+        });
+        // Give it the time to reach the wait.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    /// The thread [`start_stuck_vfork`] started.
+    pub static STUCK_TID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+    /// The `TracerPid` of the stuck vfork thread, once it is 0 or after
+    /// 1 s.
+    pub fn stuck_thread_tracer() -> i64 {
+        let tid = STUCK_TID.load(std::sync::atomic::Ordering::SeqCst);
+        let read = || {
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/status"))
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("TracerPid:")?.trim().parse::<i64>().ok())
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            let tracer = read().unwrap_or(-1);
+            if tracer == 0 || std::time::Instant::now() >= deadline {
+                return tracer;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// `dlopen(path, RTLD_NOW)`: whether it loaded.
     pub fn dlopen(path: &str) -> bool {
         let Ok(c) = std::ffi::CString::new(path) else { return false };
@@ -567,6 +637,7 @@ fn main() {
     let mut corrupt_link_map = false;
     let mut dlopen: Vec<String> = Vec::new();
     let mut map_then_fifo = None;
+    let mut vfork_stuck = false;
     let mut fork_child_first = false;
     let mut second_crash = None;
     let mut second_delay_ms = 5u64;
@@ -597,6 +668,7 @@ fn main() {
             "--corrupt-link-map" => corrupt_link_map = true,
             "--dlopen" => dlopen.extend(args.next()),
             "--map-then-fifo" => map_then_fifo = args.next(),
+            "--vfork-stuck" => vfork_stuck = true,
             "--fork-child-first" => fork_child_first = true,
             "--second-crash" => second_crash = args.next().and_then(|k| crashmon_demo::Kind::from_name(&k)),
             "--ignore-error-type" => ignore_types.push(args.next().unwrap_or_default()),
@@ -699,6 +771,9 @@ fn main() {
     {
         eprintln!("crasher: mapping {path} then making a FIFO there failed");
         std::process::exit(1);
+    }
+    if vfork_stuck {
+        raw::start_stuck_vfork();
     }
     if corrupt_link_map {
         println!("link-map entries={}", raw::corrupt_link_map());
@@ -841,6 +916,9 @@ fn main() {
         match crashmon_handler::request_dump("crasher: handled error before the crash") {
             Ok(id) => {
                 println!("requested id={id}");
+                if vfork_stuck {
+                    println!("stuck-thread tracer={}", raw::stuck_thread_tracer());
+                }
                 // Whether the report is already listed when request_dump
                 // returns (the database from $CRASHMON_DATABASE).
                 if let Some(db) = std::env::var_os("CRASHMON_DATABASE") {

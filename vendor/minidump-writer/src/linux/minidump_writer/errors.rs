@@ -131,6 +131,12 @@ pub enum WriterError {
     SuspendThreadFailed(#[source] process_inspection::Error),
     #[error("failed to resume thread")]
     ResumeThreadFailed(#[source] process_inspection::Error),
+    /// crashmon patch.
+    #[error("thread {0} did not stop in time (a killable or uninterruptible wait: vfork, NFS, FUSE); left out")]
+    ThreadDidNotStop(libc::pid_t),
+    /// crashmon patch.
+    #[error("thread {0} had still not stopped at the end of the dump; it stays traced until the dumping thread ends")]
+    ThreadStillNotStopped(libc::pid_t),
 }
 
 #[derive(Debug, Error, serde::Serialize)]

@@ -77,12 +77,22 @@ pub struct MinidumpWriterConfig {
     process_inspector: ProcessInspector,
 }
 
+/// crashmon patch: how long the threads of one suspension round may take
+/// to stop, all together (they are interrupted at once; a stop normally
+/// comes within microseconds, and a thread that does not stop is one in a
+/// killable or uninterruptible wait).
+pub const THREAD_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug)]
 pub struct MinidumpWriter {
     pub process_id: Pid,
     threads_suspended: bool,
     /// Signals the suspended threads had pending (given back at detach).
     pending_signals: Vec<(Pid, libc::c_int)>,
+    /// crashmon patch: threads seized and interrupted that had not stopped
+    /// by the deadline ([`THREAD_STOP_WAIT`]); left out of the dump, and
+    /// detached at the end if they have stopped by then.
+    unstopped: Vec<Pid>,
     /// crashmon patch: the general registers read at each thread's stop
     /// (for the sandbox check), reused for its context instead of a second
     /// `PTRACE_GETREGSET`.
@@ -235,6 +245,7 @@ impl MinidumpWriterConfig {
             process_id: self.process_id,
             threads_suspended: Default::default(),
             pending_signals: Default::default(),
+            unstopped: Default::default(),
             regs_at_stop: Default::default(),
             maps_text: None,
             threads: Default::default(),
@@ -618,9 +629,15 @@ impl MinidumpWriter {
                     }
                 }
             }
+            let deadline = std::time::Instant::now() + THREAD_STOP_WAIT;
             for thread in interrupted {
-                match self.process_inspector.wait_thread_stop(thread.tid) {
-                    Ok(signal) => {
+                match self.process_inspector.wait_thread_stop(thread.tid, deadline) {
+                    Ok(None) => {
+                        all_stopped = false;
+                        self.unstopped.push(thread.tid);
+                        soft_errors.push(WriterError::ThreadDidNotStop(thread.tid));
+                    }
+                    Ok(Some(signal)) => {
                         if signal != 0 {
                             self.pending_signals.push((thread.tid, signal));
                         }
@@ -674,6 +691,23 @@ impl MinidumpWriter {
     }
 
     fn resume_threads(&mut self, mut soft_errors: impl WriteErrorList<WriterError>) {
+        // crashmon patch: a thread that stopped since its deadline is let
+        // go; one still in its wait stays traced (and stops when the wait
+        // ends) until the thread that seized it ends (the kernel then
+        // lets it go), which the monitor arranges for dumps the app
+        // survives.
+        for tid in std::mem::take(&mut self.unstopped) {
+            match self.process_inspector.wait_thread_stop(tid, std::time::Instant::now()) {
+                Ok(Some(signal)) => {
+                    if let Err(e) = self.process_inspector.detach_thread(tid, signal) {
+                        soft_errors.push(WriterError::ResumeThreadFailed(e));
+                    }
+                }
+                Ok(None) => soft_errors.push(WriterError::ThreadStillNotStopped(tid)),
+                // It exited.
+                Err(_) => {}
+            }
+        }
         if self.threads_suspended {
             for thread in &self.threads {
                 let signal = self

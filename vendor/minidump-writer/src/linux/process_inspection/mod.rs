@@ -109,11 +109,23 @@ impl ProcessInspector {
     /// signal-delivery stop stays the thread's; if this process dies before
     /// it detaches, the kernel detaches the thread and delivers the signal
     /// (a consuming wait would clear it and the signal would be lost).
-    pub fn wait_thread_stop(&self, tid: libc::pid_t) -> Result<c_int, Error> {
+    ///
+    /// crashmon patch: `Ok(None)` if the thread has not stopped by
+    /// `deadline`. A thread in a killable or uninterruptible wait (a vfork
+    /// parent, NFS, a FUSE request) does not stop for PTRACE_INTERRUPT
+    /// until that wait ends, and a blocking wait hung the dump. The wait
+    /// polls (`WNOHANG`): yielding for the first 2 ms (a stop normally
+    /// comes within microseconds), then every 200 us.
+    pub fn wait_thread_stop(
+        &self,
+        tid: libc::pid_t,
+        deadline: std::time::Instant,
+    ) -> Result<Option<c_int>, Error> {
+        let started = std::time::Instant::now();
         loop {
             // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            let flags = libc::WSTOPPED | libc::WEXITED | libc::WNOWAIT | libc::__WALL;
+            let flags = libc::WSTOPPED | libc::WEXITED | libc::WNOWAIT | libc::WNOHANG | libc::__WALL;
             // SAFETY: waitid with a pointer to a local siginfo_t.
             if unsafe { libc::waitid(libc::P_PID, tid as libc::id_t, &mut info, flags) } == -1 {
                 let e = last_errno();
@@ -121,6 +133,20 @@ impl ProcessInspector {
                     continue;
                 }
                 return Err(Error::Local(local::Error::WaitPidFailed(e)));
+            }
+            // SAFETY: waitid filled in (or, with WNOHANG and nothing to
+            // report, left zeroed) a SIGCHLD siginfo.
+            if unsafe { info.si_pid() } == 0 {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    return Ok(None);
+                }
+                if now - started < std::time::Duration::from_millis(2) {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                continue;
             }
             // SAFETY: waitid filled in a SIGCHLD siginfo for `tid`.
             let (code, status) = (info.si_code, unsafe { info.si_status() });
@@ -132,9 +158,9 @@ impl ProcessInspector {
                 return Err(Error::Local(local::Error::UnexpectedStatus(status)));
             }
             if (status >> 8) == libc::PTRACE_EVENT_STOP {
-                return Ok(0);
+                return Ok(Some(0));
             }
-            return Ok(status & 0xff);
+            return Ok(Some(status & 0xff));
         }
     }
 
