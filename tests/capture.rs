@@ -500,6 +500,40 @@ fn a_requested_dump_leaves_no_thread_traced() {
     assert_eq!(out.signal, Some(libc::SIGSEGV));
 }
 
+/// A mapped file at the filesystem root whose name starts with `/SYSV`
+/// but is not a System V segment's (`/SYSVaabbccdd`): procfs-core's maps
+/// parser sliced bytes 5..13 of it (a panic for a short name, an error
+/// failing the maps for a longer one). Both are mapped; the dump is
+/// written and lists the mappings. Needs write access to `/` (root, as in
+/// CI); elsewhere it says so and checks nothing.
+#[test]
+fn files_named_like_sysv_segments_do_not_break_the_maps() {
+    let short = format!("/SYSVcm{}", std::process::id() % 1000);
+    let long = format!("/SYSVcrashmon-test-{}", std::process::id());
+    let made: Vec<&String> =
+        [&short, &long].into_iter().filter(|p| std::fs::write(p, vec![0u8; 8192]).is_ok()).collect();
+    if made.len() < 2 {
+        for p in made {
+            let _ = std::fs::remove_file(p);
+        }
+        assert!(!nix::unistd::geteuid().is_root(), "root can write to /");
+        eprintln!("skipped: cannot write to / (not root)");
+        return;
+    }
+    let out = run("segv", "main", &["--map-file", &short, "--map-file", &long]);
+    let _ = std::fs::remove_file(&short);
+    let _ = std::fs::remove_file(&long);
+    assert_eq!(out.signal, Some(libc::SIGSEGV), "{:?}", out.lines);
+    let md = Minidump::read_path(one_dump(out.db.path())).expect("parses");
+    let maps = md.get_raw_stream(minidump::format::MINIDUMP_STREAM_TYPE::LinuxMaps as u32).expect("the maps");
+    let maps = String::from_utf8_lossy(maps);
+    assert!(maps.contains(&format!(" {short}\n")) && maps.contains(&format!(" {long}\n")), "{maps}");
+    let info: minidump::MinidumpMemoryInfoList<'_> = md.get_stream().expect("the memory info list");
+    assert!(info.iter().count() > 10, "every mapping's info");
+    let modules: minidump::MinidumpModuleList = md.get_stream().expect("a module list");
+    assert!(modules.iter().any(|m| m.name.ends_with("/crasher")), "the module list is whole");
+}
+
 /// A crashed app's memory is not to be trusted: with the loader's link
 /// map made a cycle (its last entry points back at the first) and
 /// `r_debug.r_state` outside its enum, the capture still ends (before, it

@@ -31,7 +31,8 @@
 //! `--dlopen PATH` (repeatable: loads the library before crashing),
 //! `--map-then-fifo PATH` (an executable mapping of a file at PATH, which
 //! is then replaced by a FIFO), `--vfork-stuck` (a thread stays in a vfork
-//! wait; its child prints `vfork-child pid=N`, then pauses until killed).
+//! wait; its child prints `vfork-child pid=N`, then pauses until killed),
+//! `--map-file PATH` (repeatable: maps the file's first 8 KiB).
 //!
 //! Reporting flags: `--ignore-error-type NAME`, `--sample-rate R`,
 //! `--sample-seed N` (the handler's filter), `--report-errors N` (N handled
@@ -432,12 +433,20 @@ mod raw {
     /// file, and makes a FIFO under its name: the mapping's name in
     /// `/proc/<pid>/maps` (less " (deleted)") then names a FIFO.
     pub fn map_then_fifo(path: &str) -> bool {
-        use std::os::fd::AsRawFd;
         let Ok(file) = std::fs::File::create_new(path) else { return false };
-        if file.set_len(8192).is_err() {
+        if file.set_len(8192).is_err() || !map_file(&file) {
             return false;
         }
-        // SAFETY: a new private mapping of our own file, never unmapped.
+        let Ok(c) = std::ffi::CString::new(path) else { return false };
+        // SAFETY: a NUL-terminated path.
+        std::fs::remove_file(path).is_ok() && unsafe { libc::mkfifo(c.as_ptr(), 0o600) } == 0
+    }
+
+    /// Maps the first 8 KiB of `file` readable and executable (private,
+    /// never unmapped); whether it worked.
+    pub fn map_file(file: &std::fs::File) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a new private mapping of an open file, never unmapped.
         let addr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -448,11 +457,7 @@ mod raw {
                 0,
             )
         };
-        let Ok(c) = std::ffi::CString::new(path) else { return false };
-        // SAFETY: a NUL-terminated path.
         addr != libc::MAP_FAILED
-            && std::fs::remove_file(path).is_ok()
-            && unsafe { libc::mkfifo(c.as_ptr(), 0o600) } == 0
     }
 
     extern "C" fn vfork_child(_: *mut libc::c_void) -> libc::c_int {
@@ -638,6 +643,7 @@ fn main() {
     let mut dlopen: Vec<String> = Vec::new();
     let mut map_then_fifo = None;
     let mut vfork_stuck = false;
+    let mut map_files: Vec<String> = Vec::new();
     let mut fork_child_first = false;
     let mut second_crash = None;
     let mut second_delay_ms = 5u64;
@@ -669,6 +675,7 @@ fn main() {
             "--dlopen" => dlopen.extend(args.next()),
             "--map-then-fifo" => map_then_fifo = args.next(),
             "--vfork-stuck" => vfork_stuck = true,
+            "--map-file" => map_files.extend(args.next()),
             "--fork-child-first" => fork_child_first = true,
             "--second-crash" => second_crash = args.next().and_then(|k| crashmon_demo::Kind::from_name(&k)),
             "--ignore-error-type" => ignore_types.push(args.next().unwrap_or_default()),
@@ -774,6 +781,12 @@ fn main() {
     }
     if vfork_stuck {
         raw::start_stuck_vfork();
+    }
+    for path in &map_files {
+        if !std::fs::File::open(path).is_ok_and(|f| raw::map_file(&f)) {
+            eprintln!("crasher: cannot map {path}");
+            std::process::exit(1);
+        }
     }
     if corrupt_link_map {
         println!("link-map entries={}", raw::corrupt_link_map());

@@ -126,6 +126,44 @@ fn is_mapping_a_path(pathname: Option<&OsStr>) -> bool {
     }
 }
 
+/// crashmon patch: parses `/proc/PID/maps` text with procfs-core, after
+/// guarding against its one panic. procfs-core takes a path starting with
+/// `/SYSV` for a System V shared memory segment (`/SYSVaabbccdd`) and
+/// slices bytes 5..13 of it: a file at the filesystem root named
+/// `/SYSVx` panicked (and a longer name that is not hex failed the whole
+/// parse). Such a path is given as `//SYSV...`, the same file.
+pub fn parse_maps(text: &[u8]) -> std::result::Result<MemoryMaps, procfs_core::ProcError> {
+    if !text.windows(5).any(|w| w == b"/SYSV") {
+        return MemoryMaps::from_read(text);
+    }
+    let mut guarded = Vec::with_capacity(text.len() + 16);
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        // The path starts after five fields and the spaces after them.
+        let mut at = 0;
+        for _ in 0..5 {
+            while at < line.len() && line[at] == b' ' {
+                at += 1;
+            }
+            while at < line.len() && line[at] != b' ' {
+                at += 1;
+            }
+        }
+        while at < line.len() && line[at] == b' ' {
+            at += 1;
+        }
+        let path = &line[at..];
+        let segment = path.len() >= 13 && path[5..13].iter().all(u8::is_ascii_hexdigit);
+        if path.starts_with(b"/SYSV") && !segment {
+            guarded.extend_from_slice(&line[..at]);
+            guarded.push(b'/');
+            guarded.extend_from_slice(path);
+        } else {
+            guarded.extend_from_slice(line);
+        }
+    }
+    MemoryMaps::from_read(&guarded[..])
+}
+
 /// Sanitize mapped paths.
 ///
 /// This removes a ` (deleted)` suffix, if present.
@@ -148,13 +186,15 @@ impl MappingInfo {
         let maps_file = process_inspector
             .read_file(&maps_path)
             .map_err(MapsReaderError::ReadFileFailed)?;
-        let maps = MemoryMaps::from_read(maps_file)?;
-        Self::aggregate(maps, linux_gate_loc)
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut { maps_file }, &mut text)
+            .map_err(MapsReaderError::FileError)?;
+        Self::from_maps_text(&text, linux_gate_loc)
     }
 
     /// crashmon patch: the mappings of a `/proc/PID/maps` already read.
     pub fn from_maps_text(text: &[u8], linux_gate_loc: Option<AuxvType>) -> Result<Vec<Self>> {
-        let maps = MemoryMaps::from_read(text)?;
+        let maps = parse_maps(text)?;
         Self::aggregate(maps, linux_gate_loc)
     }
 

@@ -1,7 +1,7 @@
 use {
     super::*,
     minidump_common::format::{MemoryProtection, MemoryState, MemoryType},
-    procfs_core::{FromRead, process::MMPermissions},
+    procfs_core::process::MMPermissions,
 };
 
 #[derive(Debug, Error, serde::Serialize)]
@@ -24,12 +24,23 @@ impl MinidumpWriter {
         &mut self,
         buffer: &mut DumpBuf,
     ) -> Result<MDRawDirectory, SectionMemInfoListError> {
-        let path = format!("/proc/{}/maps", self.blamed_thread);
-        let reader = self
-            .process_inspector
-            .read_file(&path)
-            .map_err(SectionMemInfoListError::ReadFileFailed)?;
-        let maps = procfs_core::process::MemoryMaps::from_read(reader)?;
+        // crashmon patch: the maps text already read for the mappings
+        // (upstream read the file again), parsed with the guard of
+        // `parse_maps`.
+        let maps = match self.maps_text.as_deref() {
+            Some(text) => crate::linux::maps_reader::parse_maps(text)?,
+            None => {
+                let path = format!("/proc/{}/maps", self.blamed_thread);
+                let mut reader = self
+                    .process_inspector
+                    .read_file(&path)
+                    .map_err(SectionMemInfoListError::ReadFileFailed)?;
+                let mut text = Vec::new();
+                std::io::Read::read_to_end(&mut reader, &mut text)
+                    .map_err(|e| procfs_core::ProcError::Io(e, Some(path.into())))?;
+                crate::linux::maps_reader::parse_maps(&text)?
+            }
+        };
 
         let list_header = MemoryWriter::alloc_with_val(
             buffer,
