@@ -480,7 +480,7 @@ fn a_failed_publish_is_retried_without_a_restart() {
 }
 
 /// A monitor told to stop while it is making the next dump's spare files
-/// (fault `slow-spare`: 1 s between making them and keeping them) waits
+/// (fault `slow-spare`: 1.5 s between making them and keeping them) waits
 /// for them and removes them: nothing is left in `new/` (before, the
 /// monitor exited with the spare pair behind it).
 #[test]
@@ -501,6 +501,11 @@ fn a_monitor_stopping_during_a_refill_leaves_no_spare() {
     monitor.terminate();
     let left: Vec<_> = std::fs::read_dir(&new).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "nothing left in new/: {left:?}\n{}", monitor.log());
+    assert!(
+        monitor.log().contains("waiting for the spare dump files being made"),
+        "the stop waited: {}",
+        monitor.log()
+    );
     assert_eq!(monitor.files("pending", "dmp").len(), 1, "the crash's report");
 }
 

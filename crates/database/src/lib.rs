@@ -1208,9 +1208,6 @@ fn create_locked_pair(path: &Path, json_path: &Path) -> Result<(File, File), DbE
     }
 }
 
-/// Whether `path` may belong to a live writer: its lock is held by another
-/// open file, or it cannot be told (an error other than "not found":
-/// EMFILE, EIO... leave the file alone, as `sweep_dump` does).
 /// Whether something is at `path`; an error other than "not found" (a
 /// permission problem, an I/O error) counts as "there", so a sweep keeps
 /// what it cannot look at rather than removing what belongs to it.
@@ -1221,6 +1218,9 @@ fn may_exist(path: &Path) -> bool {
     }
 }
 
+/// Whether `path` may belong to a live writer: its lock is held by another
+/// open file, or it cannot be told (an error other than "not found":
+/// EMFILE, EIO... leave the file alone, as `sweep_dump` does).
 fn is_locked(path: &Path) -> bool {
     use std::os::unix::fs::OpenOptionsExt;
     match fs::OpenOptions::new()

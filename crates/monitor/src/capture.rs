@@ -97,6 +97,7 @@ pub struct CaptureOptions {
     pub max_dump_size: Option<u64>,
     /// Fault injection: the writer panics at its first write, the app's
     /// threads suspended (the monitor must fail this dump only).
+    #[doc(hidden)]
     pub panic_while_suspended: bool,
 }
 
@@ -160,7 +161,10 @@ pub fn warm_up() {
 /// Capture a minidump of `pid` in memory, blaming `tid`, with the crash
 /// context the handler sent (raw bytes of `crash_context::CrashContext`, or
 /// `None` for a dump without a signal context). The process runs again
-/// (minus the threads it had stopped itself) when this returns.
+/// (minus the threads it had stopped itself) when this returns, except a
+/// thread that did not stop within the writer's deadline (a killable
+/// wait): it stays traced by the calling thread until that thread ends,
+/// so call this on a thread that ends after it.
 ///
 /// A dump in which not a single thread could be attached is not a dump:
 /// ptrace was refused, and the error says why ([`CaptureError::PtraceRefused`]).
@@ -192,8 +196,8 @@ pub fn capture_minidump(
     }
     // A panic in the writer (a case its authors did not foresee, met in a
     // crashed app's memory) fails this one dump, not the monitor's
-    // connection thread; the writer's drop has let the app's threads go
-    // by the time it is caught.
+    // connection thread; the writer's drop has let the app's stopped
+    // threads go by the time it is caught.
     let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         config
             .write(&mut Discard { panic: options.panic_while_suspended, ..Discard::default() })

@@ -212,6 +212,16 @@ impl Spare {
             }
             slot.making += 1;
         }
+        // Counted out however this ends (a panic too): a count left at 1
+        // would stop every later refill and make each close wait in vain.
+        struct Made<'a>(&'a Spare);
+        impl Drop for Made<'_> {
+            fn drop(&mut self) {
+                self.0.lock().making -= 1;
+                self.0.made.notify_all();
+            }
+        }
+        let _made = Made(self);
         let made = db.make_spare();
         if let Some(pause) = pause {
             tracing::warn!("fault injection: the new spare waits {pause:?}");
@@ -232,12 +242,11 @@ impl Spare {
                 }
             }
         };
+        // Only after this (the extra is gone, `_made` dropped) may a
+        // closing monitor go on.
         if let Some(extra) = extra {
             remove(db, extra);
         }
-        // Only now (the extra is gone) may a closing monitor go on.
-        self.lock().making -= 1;
-        self.made.notify_all();
     }
 
     /// Removes the spare, if any.
@@ -261,6 +270,9 @@ impl Spare {
             remove(db, spare);
         }
         let slot = self.lock();
+        if slot.making > 0 {
+            tracing::info!("stopping: waiting for the spare dump files being made");
+        }
         let (slot, waited) = self
             .made
             .wait_timeout_while(slot, SPARE_CLOSE_WAIT, |s| s.making > 0)
@@ -353,7 +365,7 @@ pub enum Fault {
     /// Wait 300 ms between binding the monitor's socket and listening on
     /// it (an app must never find the path before it is served).
     SlowListen,
-    /// Wait 1 s between making a spare after a dump and keeping it: a
+    /// Wait 1.5 s between making a spare after a dump and keeping it: a
     /// refill in progress that a stopping monitor must wait for.
     SlowSpare,
     /// The minidump writer panics in the monitor's first dump, with the
@@ -916,7 +928,7 @@ impl<'a> Connection<'a> {
                 let ok = self.dump(&req);
                 // After the reply (and, for a crash, while the app dies).
                 if req.kind == proto::CrashKind::Requested || self.refill_after_crash {
-                    let pause = (self.config.fault == Some(Fault::SlowSpare)).then_some(Duration::from_secs(1));
+                    let pause = (self.config.fault == Some(Fault::SlowSpare)).then_some(Duration::from_millis(1500));
                     self.config.spare.refill(&self.config.database, pause);
                 }
                 ok
@@ -1102,24 +1114,22 @@ impl<'a> Connection<'a> {
             capture_options.panic_while_suspended = self.config.fault == Some(Fault::PanicMidDump)
                 && self.config.stats.dumps_begun.load(Ordering::SeqCst) == 1;
             let capture = || capture::capture_minidump(pid, tid, context, &capture_options);
-            // An app that goes on after its dump (a handled error): a
-            // thread of it that did not stop in time (a killable wait)
-            // stays traced by the thread that seized it, and stops when
-            // its wait ends, until that thread ends. So that capture runs
-            // on a thread of its own, which ends with it. (A crashed app
-            // dies after its dump: no thread needed.)
-            let captured = if req.kind == proto::CrashKind::Requested {
-                std::thread::scope(|own| {
-                    match std::thread::Builder::new().name("crashmon-capture".into()).spawn_scoped(own, capture) {
-                        Ok(thread) => thread.join().unwrap_or_else(|_| {
-                            Err(capture::CaptureError::Writer { pid, source: "the capture thread panicked".into() })
-                        }),
-                        Err(_) => capture(),
-                    }
-                })
-            } else {
-                capture()
-            };
+            // The capture runs on a thread of its own, which ends with it:
+            // a thread of the app that did not stop in time (a killable
+            // wait) stays traced by the thread that seized it until that
+            // thread ends. Traced, it would stop for good when its wait
+            // ends in an app that goes on (a handled error, a reported
+            // panic), and in a crashed app its exit would wait for its
+            // tracer to reap it.
+            let captured = std::thread::scope(|own| {
+                match std::thread::Builder::new().name("crashmon-capture".into()).spawn_scoped(own, capture) {
+                    Ok(thread) => thread.join().unwrap_or_else(|_| {
+                        Err(capture::CaptureError::Writer { pid, source: "the capture thread panicked".into() })
+                    }),
+                    // No thread to be had (EAGAIN): here, then.
+                    Err(_) => capture(),
+                }
+            });
             tracing::debug!(
                 write_us = t0.elapsed().as_micros() as u64,
                 machine_reads = minidump_writer::minidump_writer::machine::reads(),

@@ -460,19 +460,31 @@ mod raw {
         addr != libc::MAP_FAILED
     }
 
+    /// Set by the vfork child (it shares the app's memory) once it runs.
+    static VFORK_CHILD_RUNS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
     extern "C" fn vfork_child(_: *mut libc::c_void) -> libc::c_int {
         // The child shares the app's memory: no allocation, raw calls only.
         let mut line = *b"vfork-child pid=0000000000\n";
         // SAFETY: plain syscalls on a stack buffer.
         unsafe {
+            // Killed when the thread that made it dies (with the app), so
+            // that it never outlives a test.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             let mut pid = libc::getpid() as u32;
             for i in (16..26).rev() {
                 line[i] = b'0' + (pid % 10) as u8;
                 pid /= 10;
             }
             libc::write(1, line.as_ptr().cast(), line.len());
-            // Let go of the app's stdout, stderr and monitor socket.
-            libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+            // Let go of the app's stdout, stderr and monitor socket
+            // (close_range needs Linux 5.9).
+            if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
+                for fd in 0..1024 {
+                    libc::close(fd);
+                }
+            }
+            VFORK_CHILD_RUNS.store(true, std::sync::atomic::Ordering::SeqCst);
             loop {
                 libc::pause();
             }
@@ -502,8 +514,20 @@ mod raw {
             }
             drop(stack);
         });
-        // Give it the time to reach the wait.
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        // Wait until the child runs and the thread is in the vfork wait
+        // ('D' in its stat), at most 10 s.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let waiting = || {
+            let tid = STUCK_TID.load(std::sync::atomic::Ordering::SeqCst);
+            VFORK_CHILD_RUNS.load(std::sync::atomic::Ordering::SeqCst)
+                && std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+                    .ok()
+                    .and_then(|st| st.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('D')))
+                    .unwrap_or(false)
+        };
+        while !waiting() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// The thread [`start_stuck_vfork`] started.

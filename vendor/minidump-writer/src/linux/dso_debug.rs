@@ -64,22 +64,6 @@ pub struct LinkMap {
 }
 
 // COPY from <link.h>
-/// This state value describes the mapping change taking place when
-/// the `r_brk' address is called.
-#[derive(Debug, Clone, Default)]
-#[allow(non_camel_case_types, unused)]
-#[repr(C)]
-enum RState {
-    /// Mapping change is complete.
-    #[default]
-    RT_CONSISTENT,
-    /// Beginning to add a new object.
-    RT_ADD,
-    /// Beginning to remove an object mapping.
-    RT_DELETE,
-}
-
-// COPY from <link.h>
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C)]
 pub struct RDebug {
@@ -92,9 +76,9 @@ pub struct RDebug {
     The debugger can set a breakpoint at this address if it wants to
     notice shared object mapping changes.  */
     r_brk: ElfAddr,
-    // crashmon patch: a plain int, not `RState`. The bytes come from a
-    // crashed process, and any value other than 0..=2 read into the enum
-    // would be undefined behaviour.
+    // crashmon patch: a plain int (RT_CONSISTENT, RT_ADD, RT_DELETE), not
+    // upstream's enum. The bytes come from a crashed process, and any
+    // other value read into the enum would be undefined behaviour.
     r_state: libc::c_int,
     r_ldbase: ElfAddr, /* Base address the linker is loaded at.  */
 }

@@ -163,25 +163,35 @@ fn section_header_with_name<'sc, MM: ReadModuleMemory>(
 /// mapping's path may now name a FIFO (whose open blocks until a writer
 /// comes) or a device node (whose open may do anything): the file there is
 /// not necessarily the one mapped (` (deleted)` is stripped from the name).
-fn check_safe_to_open(process_inspector: &ProcessInspector, path: &Path) -> Result<(), Error> {
-    let regular = !path.starts_with("/dev/")
-        && process_inspector
-            .stat_file(path)
-            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG);
-    if regular {
-        Ok(())
-    } else {
-        Err(Error::NotSafeToOpenMapping(path.as_os_str().to_os_string()))
+/// The file is opened here with `O_NONBLOCK` (a FIFO's open returns at
+/// once) and checked with `fstat`; the returned path,
+/// `/proc/self/fd/N`, names that very file for as long as the returned
+/// descriptor is open (no swap between the check and the open).
+fn open_if_regular(path: &Path) -> Result<(std::fs::File, std::path::PathBuf), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let refused = || Error::NotSafeToOpenMapping(path.as_os_str().to_os_string());
+    if path.starts_with("/dev/") {
+        return Err(refused());
     }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|_| refused())?;
+    if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
+        return Err(refused());
+    }
+    let fd_path = std::path::PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file)));
+    Ok((file, fd_path))
 }
 
 pub fn read_build_id_from_file(
     process_inspector: &ProcessInspector,
     path: &Path,
 ) -> Result<Vec<u8>, Error> {
-    check_safe_to_open(process_inspector, path)?;
+    let (_file, path) = open_if_regular(path)?;
     let module_memory_reader = process_inspector
-        .map_module_into_memory(path, 0)
+        .map_module_into_memory(&path, 0)
         .map_err(Error::MapModuleFailed)?;
     read_build_id_from_module(module_memory_reader)
 }
@@ -217,14 +227,12 @@ pub fn read_soname_from_file(
     // It is unsafe to attempt to open a mapped file that lives under /dev,
     // because the semantics of the open may be driver-specific so we'd risk
     // hanging the crash dumper. And a file in /dev/ almost certainly has no
-    // ELF file identifier anyways.
-    if path.starts_with("/dev/") {
-        return Err(Error::NotSafeToOpenMapping(path.as_os_str().to_os_string()));
-    }
-    check_safe_to_open(process_inspector, path)?;
+    // ELF file identifier anyways. (crashmon patch: nor anything but a
+    // regular file.)
+    let (_file, path) = open_if_regular(path)?;
 
     let module_memory_reader = process_inspector
-        .map_module_into_memory(path, offset)
+        .map_module_into_memory(&path, offset)
         .map_err(Error::MapModuleFailed)?;
 
     let memory_len = module_memory_reader.len().map_err(Error::MapModuleFailed)?;

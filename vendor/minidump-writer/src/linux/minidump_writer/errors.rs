@@ -134,9 +134,6 @@ pub enum WriterError {
     /// crashmon patch.
     #[error("thread {0} did not stop in time (a killable or uninterruptible wait: vfork, NFS, FUSE); left out")]
     ThreadDidNotStop(libc::pid_t),
-    /// crashmon patch.
-    #[error("thread {0} had still not stopped at the end of the dump; it stays traced until the dumping thread ends")]
-    ThreadStillNotStopped(libc::pid_t),
 }
 
 #[derive(Debug, Error, serde::Serialize)]

@@ -604,6 +604,9 @@ impl MinidumpWriter {
     fn suspend_threads(&mut self, mut soft_errors: impl WriteErrorList<WriterError>) {
         let mut candidates: Vec<Thread> = std::mem::take(&mut self.threads);
         let mut seen: std::collections::HashSet<Pid> = candidates.iter().map(|t| t.tid).collect();
+        // crashmon patch: one deadline for the whole suspension (a round
+        // that started after it still gives its threads 10 ms).
+        let overall = std::time::Instant::now() + THREAD_STOP_WAIT;
         // Bounded: a process spawning threads as fast as we stop them.
         for _round in 0..16 {
             // Whether every thread of this round was seized and stopped.
@@ -629,12 +632,16 @@ impl MinidumpWriter {
                     }
                 }
             }
-            let deadline = std::time::Instant::now() + THREAD_STOP_WAIT;
+            let deadline = overall.max(std::time::Instant::now() + std::time::Duration::from_millis(10));
             for thread in interrupted {
                 match self.process_inspector.wait_thread_stop(thread.tid, deadline) {
                     Ok(None) => {
                         all_stopped = false;
                         self.unstopped.push(thread.tid);
+                        log::warn!(
+                            "thread {} did not stop within {THREAD_STOP_WAIT:?} (a killable or uninterruptible wait); left out of the dump",
+                            thread.tid
+                        );
                         soft_errors.push(WriterError::ThreadDidNotStop(thread.tid));
                     }
                     Ok(Some(signal)) => {
@@ -692,10 +699,10 @@ impl MinidumpWriter {
 
     fn resume_threads(&mut self, mut soft_errors: impl WriteErrorList<WriterError>) {
         // crashmon patch: a thread that stopped since its deadline is let
-        // go; one still in its wait stays traced (and stops when the wait
-        // ends) until the thread that seized it ends (the kernel then
-        // lets it go), which the monitor arranges for dumps the app
-        // survives.
+        // go; one still in its wait stays traced (and would stop when the
+        // wait ends) until the thread that seized it ends: the kernel then
+        // lets it go. The monitor captures on a thread that ends with the
+        // capture.
         for tid in std::mem::take(&mut self.unstopped) {
             match self.process_inspector.wait_thread_stop(tid, std::time::Instant::now()) {
                 Ok(Some(signal)) => {
@@ -703,7 +710,11 @@ impl MinidumpWriter {
                         soft_errors.push(WriterError::ResumeThreadFailed(e));
                     }
                 }
-                Ok(None) => soft_errors.push(WriterError::ThreadStillNotStopped(tid)),
+                // (A soft error here would come after the soft errors were
+                // written: logged instead.)
+                Ok(None) => log::warn!(
+                    "thread {tid} has still not stopped; it stays traced until the dumping thread ends"
+                ),
                 // It exited.
                 Err(_) => {}
             }
