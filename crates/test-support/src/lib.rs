@@ -157,16 +157,20 @@ pub fn status_kib_path(path: &str, field: &str) -> Option<u64> {
     s.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Whether a process exists and is not a zombie.
+/// Whether a process exists and any of its threads is not yet dead (a
+/// zombie). The main thread can be a zombie while other threads are still
+/// exiting and holding the process's files (and their locks): such a
+/// process is still alive here.
 pub fn process_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            // State is the field after the parenthesised command name.
-            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-            !matches!(state, Some("Z") | Some("X") | None)
-        }
-        Err(_) => false,
-    }
+    let live = |stat: &str| {
+        // State is the field after the parenthesised command name.
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+        !matches!(state, Some("Z") | Some("X") | None)
+    };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).any(|t| std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| live(&s)))
 }
 
 /// A child process killed and reaped when dropped, so a failing assertion
